@@ -1,0 +1,37 @@
+"""Model checkpoints: weights plus the metadata needed to rebuild and use them.
+
+Only tensors and plain Python values are stored, so loading works with ``weights_only=True``
+(no code from the file is executed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionpipe.errors import UserError
+from visionpipe.io import atomic_path
+from visionpipe.models import ImageModel, build_model
+
+
+def save_checkpoint(path: str | Path, model: ImageModel, meta: dict[str, Any]) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"meta": meta, "state_dict": state}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
+    """Rebuild the model saved at ``path`` (in eval mode) and return it with its metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model checkpoint not found (run the train stage)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        meta = ckpt["meta"]
+    except Exception as exc:  # noqa: BLE001 - anything else is not one of our checkpoints
+        raise UserError(f"{path}: not a visionpipe checkpoint ({exc})") from exc
+    built = build_model(meta["arch"], meta["num_outputs"], pretrained=False, dropout=meta["dropout"])
+    built.model.load_state_dict(ckpt["state_dict"])
+    return built.model.eval(), meta

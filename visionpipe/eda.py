@@ -1,0 +1,96 @@
+"""Exploratory figures and a JSON summary of the split manifests (classification)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from visionpipe.data import load_images  # noqa: E402
+from visionpipe.io import save_figure  # noqa: E402
+from visionpipe.split import SPLITS  # noqa: E402
+
+
+def class_distribution(manifest: pd.DataFrame, classes: list[str], path: Path) -> pd.DataFrame:
+    counts = (
+        manifest.groupby(["label", "split"]).size().unstack(fill_value=0)
+        .reindex(index=classes, columns=list(SPLITS), fill_value=0)
+    )
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 4))
+    counts.plot.bar(ax=ax, stacked=True, color=["#4C72B0", "#DD8452", "#55A868"])
+    ax.set_ylabel("images")
+    ax.set_title("Images per class and split")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    save_figure(path, fig)
+    return counts
+
+
+def sample_grid(root: Path, manifest: pd.DataFrame, classes: list[str], per_class: int,
+                seed: int, path: Path) -> None:
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.4 * per_class, 1.5 * len(classes)),
+                             squeeze=False)
+    for r, label in enumerate(classes):
+        rows = manifest[manifest["label"] == label]
+        rows = rows.sample(min(per_class, len(rows)), random_state=seed)
+        images = load_images(root, rows["path"].tolist(), 96, desc=f"samples {label}")
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c].permute(1, 2, 0).numpy())
+        axes[r, 0].set_title(label, fontsize=8, loc="left")
+    fig.suptitle("Samples per class")
+    fig.tight_layout()
+    save_figure(path, fig)
+
+
+def image_sizes(manifest: pd.DataFrame, path: Path) -> dict[str, Any]:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(manifest["width"], manifest["height"], s=8, alpha=0.4)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title("Image sizes")
+    fig.tight_layout()
+    save_figure(path, fig)
+    sizes = manifest.groupby(["width", "height"]).size().sort_values(ascending=False)
+    return {
+        "width": {"min": int(manifest["width"].min()), "max": int(manifest["width"].max()),
+                  "mean": float(manifest["width"].mean())},
+        "height": {"min": int(manifest["height"].min()), "max": int(manifest["height"].max()),
+                   "mean": float(manifest["height"].mean())},
+        "distinct_sizes": int(len(sizes)),
+        "most_common_size": [int(v) for v in sizes.index[0]],
+        "modes": {k: int(v) for k, v in manifest["mode"].value_counts().items()},
+    }
+
+
+def pixel_intensity(root: Path, manifest: pd.DataFrame, classes: list[str], per_class: int,
+                    seed: int, path: Path) -> dict[str, Any]:
+    """Histogram of gray levels per class, from up to ``per_class`` images each."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    stats = {}
+    for label in classes:
+        rows = manifest[manifest["label"] == label]
+        rows = rows.sample(min(per_class, len(rows)), random_state=seed)
+        gray = load_images(root, rows["path"].tolist(), 64, desc=f"intensity {label}").float()
+        gray = gray.mean(1).numpy()
+        hist, edges = np.histogram(gray, bins=64, range=(0, 255), density=True)
+        ax.plot((edges[:-1] + edges[1:]) / 2, hist, label=label)
+        per_image = gray.reshape(len(gray), -1).mean(1)
+        stats[label] = {"mean": float(gray.mean()), "std": float(gray.std()),
+                        "image_mean_min": float(per_image.min()),
+                        "image_mean_max": float(per_image.max()), "images": int(len(gray))}
+    ax.set_xlabel("pixel intensity (0-255)")
+    ax.set_ylabel("density")
+    ax.set_title("Pixel intensity per class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(path, fig)
+    return stats

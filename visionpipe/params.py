@@ -1,0 +1,233 @@
+"""Typed, validated view of params.yaml.
+
+Every stage loads the whole file through :func:`load_params` before doing any work, so a typo
+or an out-of-range value fails in under a second with one line naming the key and what is
+allowed, instead of halfway through training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visionpipe.errors import UserError
+
+ARCHITECTURES = (
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
+TASKS = ("classification",)
+OPTIMIZERS = ("adamw", "adam", "sgd")
+MONITORS = ("val_accuracy", "val_f1_macro", "val_loss")
+AUGMENTATIONS = ("hflip", "vflip", "rot90")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ParamsError(UserError):
+    """A value in params.yaml is missing, unknown, of the wrong type or out of range."""
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, open_: bool = False) -> dict:
+    """Allowed interval; ``open_`` excludes both ends (ratios must lie strictly in (0, 1))."""
+    return {"range": (lo, hi, open_)}
+
+
+@dataclass(frozen=True)
+class Base:
+    seed: int = 42
+    task: str = field(default="classification", metadata=_choice(*TASKS))
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The embedded elpv default materialized by the `embed` stage."""
+
+    max_per_class: int = field(default=0, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class Data:
+    path: str = "data/raw"
+
+
+@dataclass(frozen=True)
+class Split:
+    train: float = field(default=0.7, metadata=_range(0.0, 1.0, open_=True))
+    val: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
+    test: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
+
+
+@dataclass(frozen=True)
+class Eda:
+    samples_per_class: int = field(default=8, metadata=_range(1))
+    intensity_samples_per_class: int = field(default=200, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class Model:
+    arch: str = field(default="efficientnet_lite0", metadata=_choice(*ARCHITECTURES))
+    pretrained: bool = True
+    weights: str = ""
+    image_size: int = field(default=160, metadata=_range(16))
+    dropout: float = field(default=0.2, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int = field(default=12, metadata=_range(1))
+    batch_size: int = field(default=32, metadata=_range(1))
+    lr: float = field(default=1e-3, metadata=_range(0.0, open_=True))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    optimizer: str = field(default="adamw", metadata=_choice(*OPTIMIZERS))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    monitor: str = field(default="val_f1_macro", metadata=_choice(*MONITORS))
+    augment: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90"])
+    device: str = field(default="auto", metadata=_choice(*DEVICES))
+    amp: bool = True
+    num_threads: int = field(default=0, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    batch_size: int = field(default=64, metadata=_range(1))
+    binary_positive: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Export:
+    opset: int = field(default=17, metadata=_range(7, 25))
+    parity_samples: int = field(default=32, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class Params:
+    base: Base = field(default_factory=Base)
+    embedded: Embedded = field(default_factory=Embedded)
+    data: Data = field(default_factory=Data)
+    split: Split = field(default_factory=Split)
+    eda: Eda = field(default_factory=Eda)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    export: Export = field(default_factory=Export)
+
+
+_ELEMENT_CHOICES = {("train", "augment"): AUGMENTATIONS}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return f"a list of {typing.get_args(tp)[0].__name__}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+
+
+def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
+    if typing.get_origin(tp) is list:
+        (elem,) = typing.get_args(tp)
+        if not isinstance(value, list) or not all(isinstance(v, elem) for v in value):
+            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return list(value)
+    ok = isinstance(value, tp) and not (tp is not bool and isinstance(value, bool))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if "range" in meta:
+        lo, hi, open_ = meta["range"]
+        below = lo is not None and (value <= lo if open_ else value < lo)
+        above = hi is not None and (value >= hi if open_ else value > hi)
+        if below or above or (isinstance(value, float) and not math.isfinite(value)):
+            bounds = " and ".join(
+                f"{op} {bound}"
+                for op, bound in ((">" if open_ else ">=", lo), ("<" if open_ else "<=", hi))
+                if bound is not None
+            )
+            raise ParamsError(f"{key}: {value!r} is out of range, allowed {bounds}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{prefix or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ParamsError(
+            f"{where}{unknown[0]}: unknown key, allowed keys: {', '.join(fields)}"
+        )
+    missing = [name for name in fields if name not in raw]
+    if missing:
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ParamsError(f"{key}: missing; params.yaml is the only source of settings")
+    values = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value, key)
+            continue
+        values[name] = _check_value(key, tp, value, fields[name].metadata)
+        allowed = _ELEMENT_CHOICES.get(tuple(key.split(".")))
+        for item in values[name] if allowed else ():
+            if item not in allowed:
+                raise ParamsError(f"{key}: {item!r} is not one of {', '.join(allowed)}")
+    return cls(**values)
+
+
+def _check_cross_fields(p: Params) -> None:
+    total = p.split.train + p.split.val + p.split.test
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ParamsError(
+            f"split: train + val + test must sum to 1, got {p.split.train} + {p.split.val}"
+            f" + {p.split.test} = {total:g}"
+        )
+
+
+def params_from_dict(raw: dict) -> Params:
+    """Validate a parsed params mapping; raises ParamsError naming the first bad key."""
+    params = _build(Params, raw or {}, "")
+    _check_cross_fields(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (one line naming the key on any error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} is not valid YAML") from exc
+    return params_from_dict(raw)
+
+
+def as_dict(obj: Any) -> Any:
+    """Plain-dict view of a params section (for logs and saved metadata)."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, types.SimpleNamespace):
+        return vars(obj)
+    return obj

@@ -1,0 +1,1 @@
+"""Raw inputs -> manifests: a folder of class folders, and the embedded elpv default."""

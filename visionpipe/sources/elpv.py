@@ -1,0 +1,92 @@
+"""The embedded default: the elpv-dataset package's solar-cell images as class folders.
+
+The images are written exactly as a user would bring their own data (one folder per class), so
+the default run exercises the same folder code path. The package's licence (CC BY-NC-SA) is
+copied from the installed distribution at run time; the images are never committed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from visionpipe.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION = "elpv-dataset"
+# defect probability -> class folder; the numeric prefix keeps the grades in order
+GRADES = {
+    0.0: "0_functional",
+    1 / 3: "1_possibly_defective",
+    2 / 3: "2_likely_defective",
+    1.0: "3_defective",
+}
+
+
+def _package_dir() -> Path:
+    try:
+        import elpv_dataset
+    except ImportError as exc:
+        raise DataError(f"{DISTRIBUTION} is not installed: pip install -r requirements.txt") from exc
+    return Path(elpv_dataset.__file__).parent / "data"
+
+
+def licence_text() -> str:
+    """The dataset's licence as shipped in the installed distribution."""
+    dist = importlib.metadata.distribution(DISTRIBUTION)
+    for file in dist.files or ():
+        if file.name.upper().startswith("LICENSE"):
+            return file.read_text()
+    raise DataError(f"{DISTRIBUTION}: no licence file in the installed distribution")
+
+
+def read_labels() -> pd.DataFrame:
+    """The package's labels: image file, defect probability, module type, and grade class."""
+    labels = pd.read_csv(
+        _package_dir() / "labels.csv",
+        sep=r"\s+",
+        header=None,
+        names=["image", "probability", "type"],
+    )
+    grades = list(GRADES)
+    labels["label"] = [
+        GRADES[min(grades, key=lambda g: abs(g - p))] for p in labels["probability"]
+    ]
+    return labels
+
+
+def materialize(out_dir: str | Path, max_per_class: int = 0) -> pd.DataFrame:
+    """Copy the images into ``out_dir/<grade>/``; all at once or not at all (atomic rename)."""
+    out_dir = Path(out_dir)
+    src = _package_dir()
+    labels = read_labels().sort_values(["label", "image"], kind="stable")
+    if max_per_class:
+        labels = labels.groupby("label", sort=False).head(max_per_class)
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for label in GRADES.values():
+        (tmp / label).mkdir(parents=True)
+    rows = []
+    for image, label, prob, cell_type in tqdm(
+        labels[["image", "label", "probability", "type"]].itertuples(index=False),
+        total=len(labels),
+        desc="writing elpv images",
+        unit="img",
+    ):
+        name = Path(image).name
+        shutil.copyfile(src / image, tmp / label / name)
+        rows.append((f"{label}/{name}", label, prob, cell_type))
+    table = pd.DataFrame(rows, columns=["path", "label", "defect_probability", "cell_type"])
+    table.to_csv(tmp / "elpv_labels.csv", index=False, lineterminator="\n")
+    (tmp / "LICENSE.md").write_text(licence_text())
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    log.info("wrote %d elpv images to %s", len(table), out_dir)
+    return table

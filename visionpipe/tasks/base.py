@@ -1,0 +1,51 @@
+"""The Task interface: everything a stage needs that differs between task families."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+
+class Task(ABC):
+    """One task family (classification, regression, detection): targets, loss and metrics."""
+
+    name: str
+    #: direction of each per-epoch validation metric, for best-checkpoint selection
+    monitor_modes: dict[str, str]
+
+    @abstractmethod
+    def labels(self, manifest: pd.DataFrame) -> list[str]:
+        """Output names (class index) derived from the training manifest."""
+
+    @abstractmethod
+    def targets(self, manifest: pd.DataFrame, labels: list[str]) -> torch.Tensor:
+        """Manifest rows -> target tensor."""
+
+    @abstractmethod
+    def loss(self, params: Any) -> torch.nn.Module:
+        """The training criterion for these params."""
+
+    @abstractmethod
+    def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        outputs: torch.Tensor,
+        targets: torch.Tensor,
+        manifest: pd.DataFrame,
+        labels: list[str],
+        params: Any,
+        results_dir: Path,
+        figures_dir: Path,
+    ) -> dict[str, Any]:
+        """Write the test-split artifacts; return the metrics dictionary."""
+
+    @abstractmethod
+    def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+        """How far an exported model's outputs are from the PyTorch model's."""
