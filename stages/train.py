@@ -54,7 +54,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
         result = fit(built.model, task, params, train_x, train_y, val_x, val_y, device, gen,
                      log_epoch)
-        live.summary["best"] = {"epoch": result.best_epoch, params.train.monitor: result.best_value}
+        live.summary["best"] = {"step": result.best_epoch, params.train.monitor: result.best_value}
 
     built.model.load_state_dict(result.best_state)
     meta = {
@@ -75,7 +75,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     }
     save_checkpoint(args.model, built.model, meta)
     write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})
-    log.info("best epoch %d (%s=%.4f) saved to %s", result.best_epoch + 1, params.train.monitor,
+    log.info("best epoch %d of %d (%s=%.4f) saved to %s", result.best_epoch + 1, params.train.epochs, params.train.monitor,
              result.best_value, args.model)
 
 
