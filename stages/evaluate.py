@@ -29,15 +29,20 @@ def main(params: Params, args: argparse.Namespace) -> None:
     test_m = read_split(args.splits, "test")
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)
-    x = load_images(Path(params.data.path), test_m["path"].tolist(), meta["image_size"],
-                    desc="decoding test")
+    x = load_images(
+        Path(params.data.path),
+        test_m["path"].tolist(),
+        meta["image_size"],
+        desc="decoding test",
+    )
     y = task.targets(test_m, labels)
     model.to(device).to(memory_format=torch.channels_last)
     start = time.perf_counter()
     outputs = predict(model, x, params.evaluate.batch_size, device, desc="test")
     seconds = time.perf_counter() - start
-    metrics = task.evaluate(outputs, y, test_m, labels, params, Path(args.results),
-                            Path(args.figures))
+    metrics = task.evaluate(
+        outputs, y, test_m, labels, params, Path(args.results), Path(args.figures)
+    )
     metrics["inference"] = {
         "ms_per_sample": 1000 * seconds / max(len(x), 1),
         "batch_size": params.evaluate.batch_size,
@@ -52,6 +57,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--results", required=True, help="folder for metrics.json, predictions.csv")
+    parser.add_argument(
+        "--results", required=True, help="folder for metrics.json, predictions.csv"
+    )
     parser.add_argument("--figures", required=True)
     run_stage("evaluate", main, parser)

@@ -24,8 +24,12 @@ def main(params: Params, args: argparse.Namespace) -> None:
     model, meta = load_checkpoint(args.model)
     threads = set_threads(params.train.num_threads)
     test_m = read_split(args.splits, "test").head(params.export.parity_samples)
-    x = load_images(Path(params.data.path), test_m["path"].tolist(), meta["image_size"],
-                    desc="decoding parity images").float()
+    x = load_images(
+        Path(params.data.path),
+        test_m["path"].tolist(),
+        meta["image_size"],
+        desc="decoding parity images",
+    ).float()
     with torch.no_grad():
         reference = model(x)
     out = Path(args.out)
@@ -48,6 +52,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True, help="folder for model.ts and model.onnx")
+    parser.add_argument(
+        "--out", required=True, help="folder for model.ts and model.onnx"
+    )
     parser.add_argument("--metrics", required=True, help="export metrics JSON")
     run_stage("export", main, parser)

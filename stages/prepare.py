@@ -18,7 +18,11 @@ def main(params: Params, args: argparse.Namespace) -> None:
     write_json(args.report, data_report(scan))
     log.info(
         "%d images in %d classes (%s layout), %d skipped: see %s",
-        len(scan.samples), len(scan.classes), scan.layout, len(scan.skipped), args.report,
+        len(scan.samples),
+        len(scan.classes),
+        scan.layout,
+        len(scan.skipped),
+        args.report,
     )
 
 

@@ -52,9 +52,22 @@ def main(params: Params, args: argparse.Namespace) -> None:
                 live.log_metric(LIVE_NAMES.get(key, key), value)
             live.next_step()
 
-        result = fit(built.model, task, params, train_x, train_y, val_x, val_y, device, gen,
-                     log_epoch)
-        live.summary["best"] = {"step": result.best_epoch, params.train.monitor: result.best_value}
+        result = fit(
+            built.model,
+            task,
+            params,
+            train_x,
+            train_y,
+            val_x,
+            val_y,
+            device,
+            gen,
+            log_epoch,
+        )
+        live.summary["best"] = {
+            "step": result.best_epoch,
+            params.train.monitor: result.best_value,
+        }
 
     built.model.load_state_dict(result.best_state)
     meta = {
@@ -75,14 +88,22 @@ def main(params: Params, args: argparse.Namespace) -> None:
     }
     save_checkpoint(args.model, built.model, meta)
     write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})
-    log.info("best epoch %d of %d (%s=%.4f) saved to %s", result.best_epoch + 1, params.train.epochs, params.train.monitor,
-             result.best_value, args.model)
+    log.info(
+        "best epoch %d of %d (%s=%.4f) saved to %s",
+        result.best_epoch + 1,
+        params.train.epochs,
+        params.train.monitor,
+        result.best_value,
+        args.model,
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True, help="checkpoint to write")
-    parser.add_argument("--class-index", required=True, help="class index JSON to write")
+    parser.add_argument(
+        "--class-index", required=True, help="class index JSON to write"
+    )
     parser.add_argument("--live", required=True, help="dvclive directory")
     run_stage("train", main, parser)

@@ -32,6 +32,8 @@ def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
         meta = ckpt["meta"]
     except Exception as exc:  # noqa: BLE001 - anything else is not one of our checkpoints
         raise UserError(f"{path}: not a visionpipe checkpoint ({exc})") from exc
-    built = build_model(meta["arch"], meta["num_outputs"], pretrained=False, dropout=meta["dropout"])
+    built = build_model(
+        meta["arch"], meta["num_outputs"], pretrained=False, dropout=meta["dropout"]
+    )
     built.model.load_state_dict(ckpt["state_dict"])
     return built.model.eval(), meta

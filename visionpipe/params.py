@@ -43,7 +43,9 @@ def _choice(*allowed: str) -> dict[str, Any]:
     return {"choices": allowed}
 
 
-def _range(lo: float | None = None, hi: float | None = None, *, open_: bool = False) -> dict:
+def _range(
+    lo: float | None = None, hi: float | None = None, *, open_: bool = False
+) -> dict:
     """Allowed interval; ``open_`` excludes both ends (ratios must lie strictly in (0, 1))."""
     return {"range": (lo, hi, open_)}
 
@@ -134,7 +136,12 @@ _ELEMENT_CHOICES = {("train", "augment"): AUGMENTATIONS}
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is list:
         return f"a list of {typing.get_args(tp)[0].__name__}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }[tp]
 
 
 def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
@@ -149,7 +156,9 @@ def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
     if not ok:
         raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
-        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+        raise ParamsError(
+            f"{key}: {value!r} is not one of {', '.join(meta['choices'])}"
+        )
     if "range" in meta:
         lo, hi, open_ = meta["range"]
         below = lo is not None and (value <= lo if open_ else value < lo)
@@ -157,7 +166,10 @@ def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
         if below or above or (isinstance(value, float) and not math.isfinite(value)):
             bounds = " and ".join(
                 f"{op} {bound}"
-                for op, bound in ((">" if open_ else ">=", lo), ("<" if open_ else "<=", hi))
+                for op, bound in (
+                    (">" if open_ else ">=", lo),
+                    ("<" if open_ else "<=", hi),
+                )
                 if bound is not None
             )
             raise ParamsError(f"{key}: {value!r} is out of range, allowed {bounds}")

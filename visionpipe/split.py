@@ -29,7 +29,9 @@ def _check_counts(frame: pd.DataFrame, minimum: int, what: str) -> None:
         )
 
 
-def _stratified(frame: pd.DataFrame, holdout: float, seed: int) -> tuple[pd.DataFrame, ...]:
+def _stratified(
+    frame: pd.DataFrame, holdout: float, seed: int
+) -> tuple[pd.DataFrame, ...]:
     try:
         keep, held = train_test_split(
             frame, test_size=holdout, stratify=frame["label"], random_state=seed
@@ -59,8 +61,12 @@ def split_manifest(
         parts = {s: frame[frame["split"] == s] for s in SPLITS}
         if parts["test"].empty:
             _check_counts(parts["train"], 2, "train/")
-            parts["train"], parts["test"] = _stratified(parts["train"], test / (train + test), seed)
-            log.info("no test/ folder: carved %d test images from train/", len(parts["test"]))
+            parts["train"], parts["test"] = _stratified(
+                parts["train"], test / (train + test), seed
+            )
+            log.info(
+                "no test/ folder: carved %d test images from train/", len(parts["test"])
+            )
     out = []
     for name in SPLITS:
         part = parts[name].sort_values(["label", "path"], kind="stable").copy()

@@ -16,7 +16,9 @@ log = logging.getLogger("visionpipe")
 
 def setup_logging() -> None:
     level = os.environ.get("VISIONPIPE_LOG", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def run_stage(
@@ -26,7 +28,9 @@ def run_stage(
     argv: list[str] | None = None,
 ) -> None:
     """Parse args, validate params.yaml, run ``main``; a UserError is one line and exit code 2."""
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     try:

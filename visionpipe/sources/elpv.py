@@ -33,7 +33,9 @@ def _package_dir() -> Path:
     try:
         import elpv_dataset
     except ImportError as exc:
-        raise DataError(f"{DISTRIBUTION} is not installed: pip install -r requirements.txt") from exc
+        raise DataError(
+            f"{DISTRIBUTION} is not installed: pip install -r requirements.txt"
+        ) from exc
     return Path(elpv_dataset.__file__).parent / "data"
 
 
@@ -83,7 +85,9 @@ def materialize(out_dir: str | Path, max_per_class: int = 0) -> pd.DataFrame:
         name = Path(image).name
         shutil.copyfile(src / image, tmp / label / name)
         rows.append((f"{label}/{name}", label, prob, cell_type))
-    table = pd.DataFrame(rows, columns=["path", "label", "defect_probability", "cell_type"])
+    table = pd.DataFrame(
+        rows, columns=["path", "label", "defect_probability", "cell_type"]
+    )
     table.to_csv(tmp / "elpv_labels.csv", index=False, lineterminator="\n")
     (tmp / "LICENSE.md").write_text(licence_text())
     shutil.rmtree(out_dir, ignore_errors=True)

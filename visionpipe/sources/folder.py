@@ -36,7 +36,9 @@ class ScanResult:
 
 
 def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
 
 
 def _detect_layout(root: Path) -> tuple[str, dict[str, Path]]:
@@ -87,7 +89,9 @@ def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:
         classes_by_split[split] = [d.name for d in class_dirs]
         for class_dir in class_dirs:
             files = sorted(
-                p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
+                p
+                for p in class_dir.rglob("*")
+                if p.is_file() and not p.name.startswith(".")
             )
             if not files:
                 raise DataError(f"{class_dir}: empty class folder")
@@ -104,13 +108,18 @@ def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:
     for split, names in classes_by_split.items():
         extra = sorted(set(names) - set(classes))
         if extra:
-            raise DataError(f"{split_roots[split] / extra[0]}: class not present in train/")
+            raise DataError(
+                f"{split_roots[split] / extra[0]}: class not present in train/"
+            )
 
     rows, skipped = [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         checks = pool.map(_check_image, (f for _, _, f in candidates))
         for (split, label, path), result in tqdm(
-            zip(candidates, checks), total=len(candidates), desc="checking images", unit="img"
+            zip(candidates, checks),
+            total=len(candidates),
+            desc="checking images",
+            unit="img",
         ):
             rel = path.relative_to(root).as_posix()
             if isinstance(result, str):
