@@ -13,7 +13,5 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--out", required=True, help="folder to write the class folders to"
-    )
+    parser.add_argument("--out", required=True, help="folder to write the class folders to")
     run_stage("embed", main, parser)

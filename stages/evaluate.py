@@ -57,8 +57,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument(
-        "--results", required=True, help="folder for metrics.json, predictions.csv"
-    )
+    parser.add_argument("--results", required=True, help="folder for metrics.json, predictions.csv")
     parser.add_argument("--figures", required=True)
     run_stage("evaluate", main, parser)

@@ -52,8 +52,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument(
-        "--out", required=True, help="folder for model.ts and model.onnx"
-    )
+    parser.add_argument("--out", required=True, help="folder for model.ts and model.onnx")
     parser.add_argument("--metrics", required=True, help="export metrics JSON")
     run_stage("export", main, parser)

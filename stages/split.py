@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from visionpipe.io import write_csv
+from visionpipe.manifests import SPLITS
 from visionpipe.params import Params
-from visionpipe.split import SPLITS, split_manifest
+from visionpipe.split import split_manifest
 from visionpipe.stage import run_stage
 
 log = logging.getLogger("visionpipe.split")

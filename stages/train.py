@@ -102,8 +102,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True, help="checkpoint to write")
-    parser.add_argument(
-        "--class-index", required=True, help="class index JSON to write"
-    )
+    parser.add_argument("--class-index", required=True, help="class index JSON to write")
     parser.add_argument("--live", required=True, help="dvclive directory")
     run_stage("train", main, parser)

@@ -52,9 +52,7 @@ def load_images(
     return out
 
 
-def augment_batch(
-    x: torch.Tensor, ops: Sequence[str], gen: torch.Generator
-) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> torch.Tensor:
     """Random flips and 90-degree rotations applied per sample on a (B, C, H, W) batch."""
     if not ops or x.shape[0] == 0:
         return x
@@ -77,9 +75,7 @@ def augment_batch(
 class Normalizer(torch.nn.Module):
     """uint8 (or float 0..255) batch -> normalized float, as the exported models expect."""
 
-    def __init__(
-        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-    ):
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)

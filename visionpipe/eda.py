@@ -14,12 +14,10 @@ import pandas as pd  # noqa: E402
 
 from visionpipe.data import load_images  # noqa: E402
 from visionpipe.io import save_figure  # noqa: E402
-from visionpipe.split import SPLITS  # noqa: E402
+from visionpipe.manifests import SPLITS  # noqa: E402
 
 
-def class_distribution(
-    manifest: pd.DataFrame, classes: list[str], path: Path
-) -> pd.DataFrame:
+def class_distribution(manifest: pd.DataFrame, classes: list[str], path: Path) -> pd.DataFrame:
     counts = (
         manifest.groupby(["label", "split"])
         .size()
@@ -105,9 +103,7 @@ def pixel_intensity(
     for label in classes:
         rows = manifest[manifest["label"] == label]
         rows = rows.sample(min(per_class, len(rows)), random_state=seed)
-        gray = load_images(
-            root, rows["path"].tolist(), 64, desc=f"intensity {label}"
-        ).float()
+        gray = load_images(root, rows["path"].tolist(), 64, desc=f"intensity {label}").float()
         gray = gray.mean(1).numpy()
         hist, edges = np.histogram(gray, bins=64, range=(0, 255), density=True)
         ax.plot((edges[:-1] + edges[1:]) / 2, hist, label=label)

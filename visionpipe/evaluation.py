@@ -35,11 +35,7 @@ def predict(
         unit="batch",
         disable=not progress,
     ):
-        x = (
-            images[idx]
-            .to(device, non_blocking=True)
-            .contiguous(memory_format=torch.channels_last)
-        )
+        x = images[idx].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         outs.append(model(x).float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
 
@@ -52,9 +48,7 @@ def plot_confusion(
 ) -> None:
     """Counts with the row-normalized share in each cell (rows: true, columns: predicted)."""
     rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(
-        matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0
-    )
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
     size = 1.2 + 0.9 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)

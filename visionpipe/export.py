@@ -16,22 +16,16 @@ log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "image", "output"
 
 
-def export_torchscript(
-    model: torch.nn.Module, example: torch.Tensor, path: Path
-) -> None:
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     """Trace the model (input: float RGB 0..255, N x 3 x H x W)."""
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # TracerWarnings from library models are expected
+        warnings.simplefilter("ignore")  # TracerWarnings from library models are expected
         traced = torch.jit.trace(model.eval(), example)
     with atomic_path(path) as tmp:
         traced.save(str(tmp))
 
 
-def export_onnx(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int
-) -> None:
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     """ONNX with a dynamic batch dimension, checked with the ONNX checker."""
     import onnx
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from visionpipe.errors import UserError
-from visionpipe.split import SPLITS
+
+SPLITS = ("train", "val", "test")
 
 
 def read_split(splits_dir: str | Path, name: str) -> pd.DataFrame:

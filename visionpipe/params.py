@@ -43,9 +43,7 @@ def _choice(*allowed: str) -> dict[str, Any]:
     return {"choices": allowed}
 
 
-def _range(
-    lo: float | None = None, hi: float | None = None, *, open_: bool = False
-) -> dict:
+def _range(lo: float | None = None, hi: float | None = None, *, open_: bool = False) -> dict:
     """Allowed interval; ``open_`` excludes both ends (ratios must lie strictly in (0, 1))."""
     return {"range": (lo, hi, open_)}
 
@@ -156,9 +154,7 @@ def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
     if not ok:
         raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
-        raise ParamsError(
-            f"{key}: {value!r} is not one of {', '.join(meta['choices'])}"
-        )
+        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
     if "range" in meta:
         lo, hi, open_ = meta["range"]
         below = lo is not None and (value <= lo if open_ else value < lo)
@@ -184,9 +180,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ParamsError(
-            f"{where}{unknown[0]}: unknown key, allowed keys: {', '.join(fields)}"
-        )
+        raise ParamsError(f"{where}{unknown[0]}: unknown key, allowed keys: {', '.join(fields)}")
     missing = [name for name in fields if name not in raw]
     if missing:
         key = f"{prefix}.{missing[0]}" if prefix else missing[0]

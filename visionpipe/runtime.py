@@ -17,9 +17,7 @@ log = logging.getLogger(__name__)
 def choose_device(requested: str = "auto") -> torch.device:
     """CUDA when present (or asked for), else CPU."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            "train.device: 'cuda' requested but no CUDA device is available"
-        )
+        raise UserError("train.device: 'cuda' requested but no CUDA device is available")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)

@@ -12,10 +12,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from visionpipe.errors import DataError
+from visionpipe.manifests import SPLITS
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 def _check_counts(frame: pd.DataFrame, minimum: int, what: str) -> None:
@@ -29,9 +28,7 @@ def _check_counts(frame: pd.DataFrame, minimum: int, what: str) -> None:
         )
 
 
-def _stratified(
-    frame: pd.DataFrame, holdout: float, seed: int
-) -> tuple[pd.DataFrame, ...]:
+def _stratified(frame: pd.DataFrame, holdout: float, seed: int) -> tuple[pd.DataFrame, ...]:
     try:
         keep, held = train_test_split(
             frame, test_size=holdout, stratify=frame["label"], random_state=seed
@@ -61,12 +58,8 @@ def split_manifest(
         parts = {s: frame[frame["split"] == s] for s in SPLITS}
         if parts["test"].empty:
             _check_counts(parts["train"], 2, "train/")
-            parts["train"], parts["test"] = _stratified(
-                parts["train"], test / (train + test), seed
-            )
-            log.info(
-                "no test/ folder: carved %d test images from train/", len(parts["test"])
-            )
+            parts["train"], parts["test"] = _stratified(parts["train"], test / (train + test), seed)
+            log.info("no test/ folder: carved %d test images from train/", len(parts["test"]))
     out = []
     for name in SPLITS:
         part = parts[name].sort_values(["label", "path"], kind="stable").copy()

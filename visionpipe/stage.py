@@ -16,9 +16,7 @@ log = logging.getLogger("visionpipe")
 
 def setup_logging() -> None:
     level = os.environ.get("VISIONPIPE_LOG", "INFO").upper()
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def run_stage(

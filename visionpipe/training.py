@@ -89,9 +89,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     monitor = cfg.monitor.removeprefix("val_")
     mode = task.monitor_modes[monitor]
-    result = FitResult(
-        best_epoch=-1, best_value=-math.inf if mode == "max" else math.inf
-    )
+    result = FitResult(best_epoch=-1, best_value=-math.inf if mode == "max" else math.inf)
 
     for epoch in range(cfg.epochs):
         model.train()
@@ -103,9 +101,7 @@ def fit(
         )
         for idx in bar:
             x = augment_batch(train_x[idx], cfg.augment, gen)
-            x = x.to(device, non_blocking=True).contiguous(
-                memory_format=torch.channels_last
-            )
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = train_y[idx].to(device, non_blocking=True)
             with _autocast(device, use_amp):
                 loss = criterion(model(x), y)
@@ -123,9 +119,7 @@ def fit(
             outputs = predict(model, val_x, cfg.batch_size * 2, device, progress=False)
         val_loss = float(criterion(outputs, val_y).item())
         metrics = {"train_loss": total / max(seen, 1), "val_loss": val_loss}
-        metrics.update(
-            {f"val_{k}": v for k, v in task.epoch_metrics(outputs, val_y).items()}
-        )
+        metrics.update({f"val_{k}": v for k, v in task.epoch_metrics(outputs, val_y).items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = train_time
         result.history.append(metrics)
@@ -134,16 +128,12 @@ def fit(
         value = metrics[f"val_{monitor}"]
         if is_better(value, result.best_value, mode):
             result.best_epoch, result.best_value = epoch, value
-            result.best_state = copy.deepcopy(
-                {k: v.cpu() for k, v in model.state_dict().items()}
-            )
+            result.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
         log.info(
             "epoch %d/%d: %s (%.1f img/s)%s",
             epoch + 1,
             cfg.epochs,
-            ", ".join(
-                f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds"
-            ),
+            ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch_seconds"),
             len(train_x) / train_time,
             " *best*" if result.best_epoch == epoch else "",
         )

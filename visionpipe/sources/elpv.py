@@ -57,9 +57,7 @@ def read_labels() -> pd.DataFrame:
         names=["image", "probability", "type"],
     )
     grades = list(GRADES)
-    labels["label"] = [
-        GRADES[min(grades, key=lambda g: abs(g - p))] for p in labels["probability"]
-    ]
+    labels["label"] = [GRADES[min(grades, key=lambda g: abs(g - p))] for p in labels["probability"]]
     return labels
 
 
@@ -85,9 +83,7 @@ def materialize(out_dir: str | Path, max_per_class: int = 0) -> pd.DataFrame:
         name = Path(image).name
         shutil.copyfile(src / image, tmp / label / name)
         rows.append((f"{label}/{name}", label, prob, cell_type))
-    table = pd.DataFrame(
-        rows, columns=["path", "label", "defect_probability", "cell_type"]
-    )
+    table = pd.DataFrame(rows, columns=["path", "label", "defect_probability", "cell_type"])
     table.to_csv(tmp / "elpv_labels.csv", index=False, lineterminator="\n")
     (tmp / "LICENSE.md").write_text(licence_text())
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -36,9 +36,7 @@ class ScanResult:
 
 
 def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(
-        p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _detect_layout(root: Path) -> tuple[str, dict[str, Path]]:
@@ -89,9 +87,7 @@ def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:
         classes_by_split[split] = [d.name for d in class_dirs]
         for class_dir in class_dirs:
             files = sorted(
-                p
-                for p in class_dir.rglob("*")
-                if p.is_file() and not p.name.startswith(".")
+                p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
             if not files:
                 raise DataError(f"{class_dir}: empty class folder")
@@ -102,21 +98,17 @@ def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:
     if len(classes) < 2:
         where = split_roots[main_split]
         found = f" ({', '.join(classes)})" if classes else ""
-        raise DataError(
-            f"{where}: found {len(classes)} class folder(s){found}; need at least two"
-        )
+        raise DataError(f"{where}: found {len(classes)} class folder(s){found}; need at least two")
     for split, names in classes_by_split.items():
         extra = sorted(set(names) - set(classes))
         if extra:
-            raise DataError(
-                f"{split_roots[split] / extra[0]}: class not present in train/"
-            )
+            raise DataError(f"{split_roots[split] / extra[0]}: class not present in train/")
 
     rows, skipped = [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         checks = pool.map(_check_image, (f for _, _, f in candidates))
         for (split, label, path), result in tqdm(
-            zip(candidates, checks),
+            zip(candidates, checks, strict=True),
             total=len(candidates),
             desc="checking images",
             unit="img",

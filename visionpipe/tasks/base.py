@@ -30,9 +30,7 @@ class Task(ABC):
         """The training criterion for these params."""
 
     @abstractmethod
-    def epoch_metrics(
-        self, outputs: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, float]:
+    def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""
 
     @abstractmethod

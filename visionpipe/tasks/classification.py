@@ -35,17 +35,13 @@ class ClassificationTask(Task):
         index = {name: i for i, name in enumerate(labels)}
         unknown = sorted(set(manifest["label"]) - set(index))
         if unknown:
-            raise UserError(
-                f"class {unknown[0]!r} is not in the model's class index {labels}"
-            )
+            raise UserError(f"class {unknown[0]!r} is not in the model's class index {labels}")
         return torch.tensor([index[v] for v in manifest["label"]], dtype=torch.long)
 
     def loss(self, params: Any) -> torch.nn.Module:
         return torch.nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing)
 
-    def epoch_metrics(
-        self, outputs: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, float]:
+    def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         pred = outputs.argmax(1).numpy()
         true = targets.numpy()
         return {
@@ -107,9 +103,7 @@ class ClassificationTask(Task):
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         return {
             "max_abs_diff": float((reference - other).abs().max()),
-            "class_agreement": float(
-                (reference.argmax(1) == other.argmax(1)).float().mean()
-            ),
+            "class_agreement": float((reference.argmax(1) == other.argmax(1)).float().mean()),
         }
 
     @staticmethod
@@ -127,9 +121,7 @@ def check_classes(key: str, names: list[str], labels: list[str]) -> None:
     """Fail early when a param names a class the model does not have."""
     unknown = [n for n in names if n not in labels]
     if unknown:
-        raise UserError(
-            f"{key}: {unknown[0]!r} is not a class; classes: {', '.join(labels)}"
-        )
+        raise UserError(f"{key}: {unknown[0]!r} is not a class; classes: {', '.join(labels)}")
 
 
 def binary_metrics(
@@ -139,9 +131,7 @@ def binary_metrics(
     check_classes("evaluate.binary_positive", positive, labels)
     pos_ids = np.array([labels.index(p) for p in positive])
     t, p = np.isin(true, pos_ids), np.isin(pred, pos_ids)
-    prec, rec, f1, _ = precision_recall_fscore_support(
-        t, p, average="binary", zero_division=0
-    )
+    prec, rec, f1, _ = precision_recall_fscore_support(t, p, average="binary", zero_division=0)
     return {
         "positive_classes": list(positive),
         "accuracy": float((t == p).mean()),

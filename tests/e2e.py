@@ -1,0 +1,77 @@
+"""Helpers for the end-to-end tests: a copy of this repo in a temporary git repo, real dvc CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+# params that shrink the default run to seconds: a few dozen images, 1 epoch, tiny images
+TINY = {
+    "embedded": {"max_per_class": 8},
+    "eda": {"samples_per_class": 2, "intensity_samples_per_class": 4},
+    "model": {"image_size": 32},
+    "train": {"epochs": 1, "batch_size": 16},
+    "evaluate": {"batch_size": 16},
+    "export": {"parity_samples": 4},
+}
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e['PATH']}"
+    e["DVC_NO_ANALYTICS"] = "1"
+    e.setdefault("GIT_AUTHOR_NAME", "test")
+    e.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+    e.setdefault("GIT_COMMITTER_NAME", "test")
+    e.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+    return e
+
+
+def run(
+    cwd: Path, *cmd: str, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def dvc_json(cwd: Path, *args: str):
+    return json.loads(run(cwd, "dvc", *args, "--json").stdout)
+
+
+def copy_repo(dest: Path, overrides: dict) -> Path:
+    """Copy the files git would commit (no outputs, no lock), apply param overrides, commit."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for rel in listed:
+        src = REPO / rel
+        if rel == "dvc.lock" or rel.startswith(("results/", "tests/")) or not src.is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+    (dest / "results").mkdir(exist_ok=True)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(dest, "git", "init", "-q")
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "commit", "-qm", "init")
+    return dest

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from tests.conftest import write_image
+from visionpipe.data import Normalizer, augment_batch, batches, load_images
+from visionpipe.errors import DataError
+from visionpipe.io import atomic_path, write_json
+
+
+def test_grayscale_decoded_to_rgb_at_size(tmp_path):
+    write_image(tmp_path / "g.png", value=100, size=(30, 20), mode="L")
+    write_image(tmp_path / "c.png", value=50, size=(10, 40), mode="RGB")
+    x = load_images(tmp_path, ["g.png", "c.png"], 16)
+    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.uint8
+    assert torch.equal(x[0, 0], x[0, 1]) and torch.equal(x[0, 1], x[0, 2])
+
+
+def test_undecodable_image_names_the_file(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match="bad.png: cannot decode image"):
+        load_images(tmp_path, ["bad.png"], 8)
+
+
+def test_augment_is_seeded_and_only_moves_pixels():
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    ops = ["hflip", "vflip", "rot90"]
+    a = augment_batch(x, ops, torch.Generator().manual_seed(1))
+    b = augment_batch(x, ops, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.dtype == torch.uint8
+    assert not torch.equal(a, x)
+    assert torch.equal(a.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    assert torch.equal(augment_batch(x, [], torch.Generator()), x)
+
+
+def test_normalizer_and_batches():
+    n = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    out = n(torch.full((1, 3, 2, 2), 127.5))
+    assert torch.allclose(out, torch.zeros_like(out))
+    idx = list(batches(10, 4))
+    assert [len(i) for i in idx] == [4, 4, 2]
+    shuffled = torch.cat(list(batches(10, 4, shuffle=True, gen=torch.Generator().manual_seed(0))))
+    assert sorted(shuffled.tolist()) == list(range(10))
+
+
+def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"accuracy": 0.9})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"accur')
+        raise RuntimeError("killed")
+    assert target.read_text().strip().endswith("}")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -1,0 +1,126 @@
+"""End to end: the real `dvc` CLI on the real pipeline, shrunk through params.yaml."""
+
+import pytest
+
+from tests.conftest import make_class_folders
+from tests.e2e import TINY, copy_repo, dvc_json, run
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = copy_repo(tmp_path_factory.mktemp("pipeline"), TINY)
+    run(path, "dvc", "repro")
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "baseline run")
+    return path
+
+
+def test_repro_builds_every_stage_and_is_then_up_to_date(repo):
+    for out in [
+        "data/raw/LICENSE.md",
+        "data/prepared/manifest.csv",
+        "data/splits/test.csv",
+        "figures/eda/samples.png",
+        "figures/eda/pixel_intensity.png",
+        "results/eda/summary.json",
+        "models/model.pt",
+        "models/class_index.json",
+        "results/evaluate/predictions.csv",
+        "figures/evaluate/confusion_matrix.png",
+        "models/export/model.ts",
+        "models/export/model.onnx",
+    ]:
+        assert (repo / out).is_file(), out
+    status = run(repo, "dvc", "status").stdout
+    assert "Data and pipelines are up to date" in status
+    again = run(repo, "dvc", "repro").stdout
+    assert "Running stage" not in again
+
+
+def test_metrics_show(repo):
+    metrics = dvc_json(repo, "metrics", "show")
+    files = metrics[""]["data"]
+    ev = files["results/evaluate/metrics.json"]["data"]
+    assert 0 <= ev["accuracy"] <= 1 and "f1_macro" in ev and "precision_macro" in ev
+    assert set(ev["per_class"]) == {
+        "0_functional",
+        "1_possibly_defective",
+        "2_likely_defective",
+        "3_defective",
+    }
+    assert 0 <= ev["binary"]["accuracy"] <= 1
+    test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
+    assert ev["num_samples"] == test_rows > 0
+    tr = files["results/train/metrics.json"]["data"]
+    assert {"loss", "accuracy", "f1_macro"} <= set(tr["val"]) and "lr" in tr
+    ex = files["results/export/metrics.json"]["data"]
+    assert ex["onnx"]["max_abs_diff"] < 1e-3 and ex["torchscript"]["max_abs_diff"] < 1e-3
+    assert ex["onnx"]["class_agreement"] == 1.0
+
+
+def test_plots_show(repo):
+    plots = dvc_json(repo, "plots", "show")["data"]
+    names = set(plots)
+    assert "results/evaluate/predictions.csv" in names
+    assert "Loss" in names and "Validation accuracy and macro F1" in names
+    assert "figures/evaluate/confusion_matrix.png" in names
+    assert "figures/eda/class_distribution.png" in names
+    confusion = plots["results/evaluate/predictions.csv"][0]["content"]
+    rows = confusion["data"]["values"]
+    assert rows and {"true", "predicted"} <= set(rows[0])
+    assert plots["figures/evaluate/confusion_matrix.png"][0]["type"] == "image"
+
+
+def test_exp_run_show_and_plots_diff(repo):
+    run(repo, "dvc", "exp", "run", "-S", "train.epochs=2")
+    exps = dvc_json(repo, "exp", "show")
+    runs = [e for row in exps for e in (row.get("experiments") or [])]
+    assert runs, exps
+    data = runs[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
+    ev = data["metrics"]["results/evaluate/metrics.json"]["data"]
+    assert "accuracy" in ev
+    steps = data["metrics"]["results/train/metrics.json"]["data"]["step"]
+    assert steps == 1  # two epochs logged: steps 0 and 1
+    diff = dvc_json(repo, "plots", "diff", "HEAD")["data"]
+    loss = diff["Loss"][0]
+    assert set(loss["revisions"]) == {"HEAD", "workspace"}
+    steps = {(v["rev"], v["step"]) for v in loss["content"]["data"]["values"]}
+    assert ("workspace", "1") in steps and ("HEAD", "1") not in steps
+
+
+def test_user_folder_presplit_with_broken_files(tmp_path):
+    repo = copy_repo(tmp_path / "repo", {**TINY, "data": {"path": "mydata"}})
+    data = repo / "mydata"
+    for split, n in (("train", 8), ("val", 3)):
+        make_class_folders(data, {"ripe": n, "rotten": n}, prefix=split)
+    (data / "train" / "ripe" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n trunc")
+    (data / "val" / "rotten" / "readme.txt").write_text("not an image")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "my data")
+    run(repo, "dvc", "repro", "split")
+    assert not (repo / "data" / "raw").exists()  # the embedded default is not upstream
+    report = __import__("json").loads((repo / "results/prepare/data_report.json").read_text())
+    assert report["layout"] == "presplit" and report["num_images"] == 22
+    assert {s["path"] for s in report["skipped"]} == {
+        "train/ripe/broken.png",
+        "val/rotten/readme.txt",
+    }
+    sizes = {
+        s: len((repo / f"data/splits/{s}.csv").read_text().splitlines()) - 1
+        for s in ("train", "val", "test")
+    }
+    assert sizes["val"] == 6 and sizes["train"] + sizes["test"] == 16 and sizes["test"] > 0
+
+
+def test_bad_params_and_missing_path_fail_before_work(tmp_path):
+    repo = copy_repo(
+        tmp_path / "repo", {**TINY, "split": {"train": 0.8, "val": 0.15, "test": 0.15}}
+    )
+    proc = run(repo, "dvc", "repro", "embed", check=False)
+    assert proc.returncode != 0
+    assert "error: split: train + val + test must sum to 1" in proc.stderr + proc.stdout
+    repo2 = copy_repo(tmp_path / "repo2", {**TINY, "data": {"path": "does/not/exist"}})
+    proc = run(repo2, "dvc", "repro", "prepare", check=False)
+    assert proc.returncode != 0
+    assert "does/not/exist" in proc.stderr + proc.stdout

@@ -1,0 +1,105 @@
+import subprocess
+import sys
+from copy import deepcopy
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from visionpipe.params import ParamsError, load_params, params_from_dict
+
+DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_change(path: str, value):
+    raw = deepcopy(DEFAULT)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+def test_repo_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.model.arch == "efficientnet_lite0"
+    assert params.split.train + params.split.val + params.split.test == pytest.approx(1)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("train.lrr", 0.1, "train.lrr: unknown key, allowed keys: epochs"),
+        ("train.lr", "fast", "train.lr: expected a number, got 'fast'"),
+        ("train.lr", 0, "train.lr: 0.0 is out of range, allowed > 0.0"),
+        ("train.epochs", 2.5, "train.epochs: expected an integer, got 2.5"),
+        ("train.epochs", True, "train.epochs: expected an integer, got True"),
+        ("model.pretrained", "yes", "model.pretrained: expected true or false, got 'yes'"),
+        ("model.arch", "vgg99", "model.arch: 'vgg99' is not one of efficientnet_lite0, resnet18"),
+        ("split.train", 1.2, "split.train: 1.2 is out of range, allowed > 0.0 and < 1.0"),
+        ("split.val", 0, "split.val: 0.0 is out of range"),
+        ("split.test", 0.3, "split: train + val + test must sum to 1, got 0.7 + 0.15 + 0.3"),
+        ("train.augment", ["hflip", "mosaic"], "train.augment: 'mosaic' is not one of hflip"),
+        ("train.augment", "hflip", "train.augment: expected a list of str, got 'hflip'"),
+        ("train.monitor", "val_auc", "train.monitor: 'val_auc' is not one of val_accuracy"),
+        ("train.lr", KeyError, "train.lr: missing"),
+        ("bogus", {}, "bogus: unknown key"),
+        ("evaluate", [1], "evaluate: expected a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(path, value, message):
+    with pytest.raises(ParamsError) as err:
+        params_from_dict(with_change(path, value))
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_int_accepted_for_float():
+    params = params_from_dict(with_change("train.lr", 1))
+    assert params.train.lr == 1.0 and isinstance(params.train.lr, float)
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="is not valid YAML"):
+        load_params(bad)
+
+
+def test_stage_exits_with_one_line_before_work(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(with_change("model.arch", "vgg99")))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.train",
+            "--splits",
+            "x",
+            "--model",
+            "m.pt",
+            "--class-index",
+            "c.json",
+            "--live",
+            str(tmp_path / "live"),
+            "--params",
+            str(bad),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert err_lines == [
+        "error: model.arch: 'vgg99' is not one of efficientnet_lite0, resnet18, resnet34, "
+        "resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0"
+    ]
+    assert not (tmp_path / "live").exists()
