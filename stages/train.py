@@ -39,6 +39,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     device = choose_device(params.train.device)
     m = params.model
     built = build_model(m.arch, len(labels), m.pretrained, m.dropout, m.weights)
+    log.info("model %s, %d classes, initial weights: %s", m.arch, len(labels), built.weights_source)
 
     root, size = Path(params.data.path), m.image_size
     train_x = load_images(root, train_m["path"].tolist(), size, desc="decoding train")

@@ -52,6 +52,15 @@ def test_evaluate_writes_predictions_confusion_and_metrics(tmp_path):
     assert (tmp_path / "fig" / "confusion_matrix.png").stat().st_size > 1000
 
 
+def test_binary_uses_the_summed_probability_of_the_positive_classes():
+    from visionpipe.tasks.classification import binary_metrics
+
+    # sample 0: argmax is "0_ok" (0.4) but "1_minor" + "2_bad" hold 0.6 -> positive
+    probs = np.array([[0.4, 0.3, 0.3], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
+    out = binary_metrics(np.array([1, 0, 2]), probs, LABELS, ["1_minor", "2_bad"])
+    assert out["accuracy"] == 1.0 and out["recall"] == 1.0
+
+
 def test_unknown_binary_class(tmp_path):
     task = get_task("classification")
     with pytest.raises(UserError, match="evaluate.binary_positive: 'broken' is not a class"):

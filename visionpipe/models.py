@@ -156,7 +156,7 @@ def build_model(
     if arch not in BUILDERS:
         raise UserError(f"model.arch: {arch!r} is not one of {', '.join(BUILDERS)}")
     net, source = BUILDERS[arch](num_outputs, pretrained, dropout, weights)
-    log.info("model %s, %d outputs, initial weights: %s", arch, num_outputs, source)
+    log.debug("model %s, %d outputs, initial weights: %s", arch, num_outputs, source)
     return BuiltModel(ImageModel(net), source)
 
 

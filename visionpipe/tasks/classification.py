@@ -84,7 +84,7 @@ class ClassificationTask(Task):
         }
         positive = params.evaluate.binary_positive
         if positive:
-            metrics["binary"] = binary_metrics(true, pred, labels, positive)
+            metrics["binary"] = binary_metrics(true, probs, labels, positive)
 
         frame = pd.DataFrame(
             {
@@ -125,12 +125,18 @@ def check_classes(key: str, names: list[str], labels: list[str]) -> None:
 
 
 def binary_metrics(
-    true: np.ndarray, pred: np.ndarray, labels: list[str], positive: list[str]
+    true: np.ndarray, probs: np.ndarray, labels: list[str], positive: list[str]
 ) -> dict[str, Any]:
-    """Collapse the classes into negative/positive (e.g. functional vs defective)."""
+    """Collapse the classes into negative/positive (e.g. functional vs defective).
+
+    A sample is predicted positive when the probabilities of the positive classes add up to at
+    least 0.5: the model's own estimate that the sample is positive, which an argmax over the
+    individual classes would ignore when the mass is spread over several positive classes.
+    """
     check_classes("evaluate.binary_positive", positive, labels)
-    pos_ids = np.array([labels.index(p) for p in positive])
-    t, p = np.isin(true, pos_ids), np.isin(pred, pos_ids)
+    pos_ids = [labels.index(p) for p in positive]
+    t = np.isin(true, pos_ids)
+    p = probs[:, pos_ids].sum(1) >= 0.5
     prec, rec, f1, _ = precision_recall_fscore_support(t, p, average="binary", zero_division=0)
     return {
         "positive_classes": list(positive),
