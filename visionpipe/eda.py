@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from visionpipe.data import load_images  # noqa: E402
 from visionpipe.io import save_figure  # noqa: E402
@@ -34,6 +35,15 @@ def class_distribution(manifest: pd.DataFrame, classes: list[str], path: Path) -
     return counts
 
 
+def _class_sample(
+    root: Path, manifest: pd.DataFrame, label: str, n: int, seed: int, size: int
+) -> torch.Tensor:
+    """Up to ``n`` images of one class, drawn with ``seed``, decoded at ``size``."""
+    rows = manifest[manifest["label"] == label]
+    rows = rows.sample(min(n, len(rows)), random_state=seed)
+    return load_images(root, rows["path"].tolist(), size, desc=f"{label} ({size}px)")
+
+
 def sample_grid(
     root: Path,
     manifest: pd.DataFrame,
@@ -49,9 +59,7 @@ def sample_grid(
         squeeze=False,
     )
     for r, label in enumerate(classes):
-        rows = manifest[manifest["label"] == label]
-        rows = rows.sample(min(per_class, len(rows)), random_state=seed)
-        images = load_images(root, rows["path"].tolist(), 96, desc=f"samples {label}")
+        images = _class_sample(root, manifest, label, per_class, seed, 96)
         for c in range(per_class):
             ax = axes[r, c]
             ax.axis("off")
@@ -101,9 +109,7 @@ def pixel_intensity(
     fig, ax = plt.subplots(figsize=(6, 4))
     stats = {}
     for label in classes:
-        rows = manifest[manifest["label"] == label]
-        rows = rows.sample(min(per_class, len(rows)), random_state=seed)
-        gray = load_images(root, rows["path"].tolist(), 64, desc=f"intensity {label}").float()
+        gray = _class_sample(root, manifest, label, per_class, seed, 64).float()
         gray = gray.mean(1).numpy()
         hist, edges = np.histogram(gray, bins=64, range=(0, 255), density=True)
         ax.plot((edges[:-1] + edges[1:]) / 2, hist, label=label)

@@ -18,17 +18,9 @@ from torch import nn
 
 from visionpipe.data import IMAGENET_MEAN, IMAGENET_STD, Normalizer
 from visionpipe.errors import UserError
+from visionpipe.params import TORCHVISION_ARCHITECTURES as TORCHVISION_ARCHS
 
 log = logging.getLogger(__name__)
-
-TORCHVISION_ARCHS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-)
 
 
 class ImageModel(nn.Module):

@@ -19,8 +19,7 @@ import yaml
 
 from visionpipe.errors import UserError
 
-ARCHITECTURES = (
-    "efficientnet_lite0",
+TORCHVISION_ARCHITECTURES = (
     "resnet18",
     "resnet34",
     "resnet50",
@@ -28,6 +27,7 @@ ARCHITECTURES = (
     "mobilenet_v3_large",
     "efficientnet_b0",
 )
+ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES)
 TASKS = ("classification",)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 MONITORS = ("val_accuracy", "val_f1_macro", "val_loss")

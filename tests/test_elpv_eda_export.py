@@ -1,0 +1,54 @@
+import torch
+
+from tests.conftest import make_class_folders
+from visionpipe import eda, export
+from visionpipe.models import build_model
+from visionpipe.sources import elpv
+from visionpipe.sources.folder import scan_folder
+from visionpipe.tasks import get_task
+
+
+def test_elpv_materializes_class_folders_with_licence(tmp_path):
+    labels = elpv.read_labels()
+    assert len(labels) == 2624
+    assert set(labels["label"]) == set(elpv.GRADES.values())
+    out = tmp_path / "raw"
+    table = elpv.materialize(out, max_per_class=3)
+    assert len(table) == 12
+    assert "Attribution-NonCommercial-ShareAlike" in (out / "LICENSE.md").read_text()
+    scan = scan_folder(out)  # the same code path a user's folder takes
+    assert scan.classes == sorted(elpv.GRADES.values()) and len(scan.samples) == 12
+    assert set(scan.samples["mode"]) == {"L"} and set(scan.samples["width"]) == {300}
+    again = elpv.materialize(out, max_per_class=3)  # rerun replaces, never mixes
+    assert again.equals(table) and len(list(out.rglob("*.png"))) == 12
+
+
+def test_eda_figures_and_stats(tmp_path):
+    root = make_class_folders(tmp_path / "ds", {"a": 4, "b": 3})
+    scan = scan_folder(root)
+    frame = scan.samples.assign(split=["train", "train", "val", "test"] * 1 + ["train"] * 3)
+    counts = eda.class_distribution(frame, ["a", "b"], tmp_path / "f" / "dist.png")
+    assert counts.loc["a"].sum() == 4 and list(counts.columns) == ["train", "val", "test"]
+    eda.sample_grid(root, frame, ["a", "b"], 2, 0, tmp_path / "f" / "grid.png")
+    sizes = eda.image_sizes(frame, tmp_path / "f" / "sizes.png")
+    assert sizes["most_common_size"] == [24, 20] and sizes["modes"] == {"L": 7}
+    stats = eda.pixel_intensity(root, frame, ["a", "b"], 10, 0, tmp_path / "f" / "px.png")
+    assert stats["a"]["images"] == 4 and stats["b"]["mean"] > stats["a"]["mean"]
+    assert all(
+        (tmp_path / "f" / n).stat().st_size > 1000
+        for n in ("dist.png", "grid.png", "sizes.png", "px.png")
+    )
+
+
+def test_export_parity_on_a_tiny_model(tmp_path):
+    model = build_model("mobilenet_v3_small", 3, pretrained=False).model.eval()
+    x = torch.rand(5, 3, 48, 48) * 255
+    with torch.no_grad():
+        ref = model(x)
+    export.export_torchscript(model, x[:1], tmp_path / "m.ts")
+    export.export_onnx(model, x[:1], tmp_path / "m.onnx", opset=17)
+    task = get_task("classification")
+    ts = task.parity(ref, export.run_torchscript(tmp_path / "m.ts", x))
+    ox = task.parity(ref, export.run_onnx(tmp_path / "m.onnx", x, threads=1))  # batch 5: dynamic
+    assert ts["max_abs_diff"] < 1e-4 and ts["class_agreement"] == 1.0
+    assert ox["max_abs_diff"] < 1e-3 and ox["class_agreement"] == 1.0
