@@ -50,3 +50,21 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text().strip().endswith("}")
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_cuda_requested_without_cuda(monkeypatch):
+    from visionpipe.errors import UserError
+    from visionpipe.runtime import choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="train.device: 'cuda' requested but no CUDA device"):
+        choose_device("cuda")
+    assert choose_device("auto").type == "cpu"
+
+
+def test_missing_split_manifest(tmp_path):
+    from visionpipe.errors import UserError
+    from visionpipe.manifests import read_split
+
+    with pytest.raises(UserError, match="train.csv: split manifest not found"):
+        read_split(tmp_path, "train")

@@ -52,3 +52,9 @@ def test_presplit_kept_and_test_carved_from_train_when_absent():
 def test_too_few_images_per_class():
     with pytest.raises(DataError, match="class 'c': only 2 image"):
         split_manifest(manifest({"a": 30, "c": 2}), 0.7, 0.15, 0.15, seed=0)
+
+
+def test_holdout_smaller_than_the_number_of_classes():
+    counts = {f"c{i}": 3 for i in range(10)}  # 30 images: 9 held out for val+test, 10 classes
+    with pytest.raises(DataError, match="split: cannot stratify 30 images: .*number of classes"):
+        split_manifest(manifest(counts), 0.7, 0.15, 0.15, seed=0)
