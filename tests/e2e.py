@@ -72,6 +72,9 @@ def copy_repo(dest: Path, overrides: dict) -> Path:
         params[section].update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(dest, "git", "init", "-q")
+    # dvc exp commits through scmrepo, which reads the repo's config, not only GIT_* variables
+    run(dest, "git", "config", "user.name", "visionpipe tests")
+    run(dest, "git", "config", "user.email", "tests@visionpipe.invalid")
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-qm", "init")
     return dest
