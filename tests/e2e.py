@@ -20,7 +20,13 @@ TINY = {
     "model": {"image_size": 32},
     "train": {"epochs": 1, "batch_size": 16},
     "evaluate": {"batch_size": 16},
-    "export": {"parity_samples": 4},
+    "export": {
+        "parity_samples": 4,
+        "latency_batch": 4,
+        "latency_runs": 3,
+        "calibration_samples": 8,
+    },
+    "simulate": {"interval_ms": 20.0, "max_frames": 4},
 }
 
 

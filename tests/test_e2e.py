@@ -56,6 +56,21 @@ def test_metrics_show(repo):
     ex = files["results/export/metrics.json"]["data"]
     assert ex["onnx"]["max_abs_diff"] < 1e-3 and ex["torchscript"]["max_abs_diff"] < 1e-3
     assert ex["onnx"]["class_agreement"] == 1.0
+    assert ex["onnx_int8"]["size_mb"] < ex["onnx"]["size_mb"]
+    quant = ex["quantization"]
+    assert quant["mode"] == "static" and quant["calibration_images"] == 8
+    assert quant["change"]["accuracy"] == pytest.approx(
+        quant["int8"]["accuracy"] - quant["fp32"]["accuracy"]
+    )
+    lat = ex["latency"]
+    assert lat["threads"] >= 1 and lat["device"] == "cpu"
+    for fmt in ("pytorch", "torchscript", "onnx", "onnx_int8"):
+        for batch in (1, 4):
+            timing = lat["ms_per_sample"][f"{fmt}_batch_{batch}"]
+            assert 0 < timing["median_ms"] <= timing["p95_ms"]
+    sim = files["results/simulate/summary.json"]["data"]
+    assert sim["frames"] == 4 and sim["predicted"] == 4 and sim["bad_frames"] == 0
+    assert sim["latency_ms"]["median"] > 0
 
 
 def test_plots_show(repo):
@@ -69,6 +84,9 @@ def test_plots_show(repo):
     rows = confusion["data"]["values"]
     assert rows and {"true", "predicted"} <= set(rows[0])
     assert plots["figures/evaluate/confusion_matrix.png"][0]["type"] == "image"
+    latency = plots["results/export/latency.csv"][0]["content"]["data"]["values"]
+    assert {r["runtime"] for r in latency} >= {"onnx (batch 1)", "onnx_int8 (batch 4)"}
+    assert "results/simulate/log.csv" in names
 
 
 def test_exp_run_show_and_plots_diff(repo):

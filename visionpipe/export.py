@@ -1,14 +1,24 @@
-"""TorchScript and ONNX export, and parity of their outputs against the PyTorch model."""
+"""TorchScript and ONNX export, INT8 quantization, and latency of each runtime.
+
+All exported models take RGB pixels in 0..255 as float32 ``N x 3 x H x W`` (normalization is
+inside the model), with a dynamic batch dimension.
+"""
 
 from __future__ import annotations
 
 import logging
+import statistics
+import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from visionpipe.errors import UserError
 from visionpipe.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -44,17 +54,109 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
         onnx.checker.check_model(str(tmp))
 
 
-def run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-    with torch.no_grad():
-        return module(x.float()).float()
+def quantize_onnx(src: Path, dst: Path, mode: str, calibration: torch.Tensor | None) -> None:
+    """INT8 ONNX: ``static`` (QDQ, per-channel, calibrated) or ``dynamic`` (weights only)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Images(CalibrationDataReader):
+        """Calibration images, one at a time, as the quantizer asks for them."""
+
+        def __init__(self, images: torch.Tensor):
+            self._items = iter(images[i : i + 1].float().numpy() for i in range(len(images)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._items, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs every rescaled bias at INFO
+    try:
+        _quantize(src, dst, mode, calibration, Images)
+    finally:
+        root.setLevel(level)
 
 
-def run_onnx(path: Path, x: torch.Tensor, threads: int) -> torch.Tensor:
+def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with atomic_path(dst) as tmp:
+        if mode == "dynamic":
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+            return
+        with tempfile.TemporaryDirectory(dir=dst.parent) as work:
+            pre = Path(work) / "preprocessed.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(tmp),
+                reader_cls(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+
+
+def onnx_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_input_size(session: Any) -> int | None:
+    """The fixed square input size an ONNX session expects (None when it is dynamic)."""
+    shape = session.get_inputs()[0].shape
+    return shape[-1] if isinstance(shape[-1], int) else None
+
+
+def run_onnx(session: Any, x: torch.Tensor) -> torch.Tensor:
     out = session.run(None, {INPUT_NAME: x.float().numpy()})[0]
     return torch.from_numpy(np.asarray(out)).float()
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecation notice
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def run_torchscript(module: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return module(x.float()).float()
+
+
+def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 64):
+    """Outputs of ``fn`` over ``x`` in batches, concatenated."""
+    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def latency(
+    fn: Callable[[torch.Tensor], Any], x: torch.Tensor, warmup: int, runs: int
+) -> dict[str, float]:
+    """Median and p95 milliseconds per sample of ``fn(x)`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn(x)
+    per_sample = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(x)
+        per_sample.append((time.perf_counter() - start) * 1000 / len(x))
+    return {
+        "median_ms": round(statistics.median(per_sample), 4),
+        "p95_ms": round(float(np.percentile(per_sample, 95)), 4),
+        "runs": runs,
+    }
+
+
+def check_parity(name: str, parity: dict[str, float], tolerance: float) -> None:
+    """Fail the export when an exported model drifts from PyTorch beyond the tolerance."""
+    if parity["max_abs_diff"] > tolerance:
+        raise UserError(
+            f"export: {name} differs from PyTorch by {parity['max_abs_diff']:.3g} "
+            f"(export.parity_tolerance is {tolerance:g})"
+        )

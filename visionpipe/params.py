@@ -33,6 +33,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 MONITORS = ("val_accuracy", "val_f1_macro", "val_loss")
 AUGMENTATIONS = ("hflip", "vflip", "rot90")
 DEVICES = ("auto", "cpu", "cuda")
+QUANTIZATION = ("none", "static", "dynamic")
 
 
 class ParamsError(UserError):
@@ -113,6 +114,20 @@ class Evaluate:
 class Export:
     opset: int = field(default=17, metadata=_range(7, 25))
     parity_samples: int = field(default=32, metadata=_range(1))
+    parity_tolerance: float = field(default=1e-3, metadata=_range(0.0, open_=True))
+    latency_batch: int = field(default=32, metadata=_range(1))
+    latency_runs: int = field(default=30, metadata=_range(1))
+    quantize: str = field(default="static", metadata=_choice(*QUANTIZATION))
+    calibration_samples: int = field(default=64, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class Simulate:
+    """The conveyor loop stage: test images as frames, one per interval."""
+
+    interval_ms: float = field(default=100.0, metadata=_range(0.0, open_=True))
+    threshold: float = field(default=0.55, metadata=_range(0.0, 1.0))
+    max_frames: int = field(default=50, metadata=_range(0))
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,7 @@ class Params:
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
     export: Export = field(default_factory=Export)
+    simulate: Simulate = field(default_factory=Simulate)
 
 
 _ELEMENT_CHOICES = {("train", "augment"): AUGMENTATIONS}

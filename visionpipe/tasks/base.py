@@ -47,5 +47,9 @@ class Task(ABC):
         """Write the test-split artifacts; return the metrics dictionary."""
 
     @abstractmethod
+    def prediction_records(self, outputs: torch.Tensor, labels: list[str]) -> list[dict]:
+        """Per-sample prediction as plain values (with ``confidence`` where the task has one)."""
+
+    @abstractmethod
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         """How far an exported model's outputs are from the PyTorch model's."""

@@ -100,6 +100,14 @@ class ClassificationTask(Task):
         plot_confusion(matrix, labels, figures_dir / "confusion_matrix.png")
         return metrics
 
+    def prediction_records(self, outputs: torch.Tensor, labels: list[str]) -> list[dict]:
+        probs = torch.softmax(outputs.float(), 1)
+        conf, idx = probs.max(1)
+        return [
+            {"class": labels[i], "confidence": round(float(c), 6)}
+            for i, c in zip(idx.tolist(), conf.tolist(), strict=True)
+        ]
+
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         return {
             "max_abs_diff": float((reference - other).abs().max()),

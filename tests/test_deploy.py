@@ -1,0 +1,169 @@
+"""predict, simulate and the exported-model loading they share."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from stages.export import sidecar
+from tests.conftest import make_class_folders
+from visionpipe import export
+from visionpipe.checkpoint import save_checkpoint
+from visionpipe.errors import UserError
+from visionpipe.inference import list_images, load_predictor
+from visionpipe.models import build_model
+from visionpipe.predict import main as predict_main
+from visionpipe.simulate import simulate
+
+LABELS = ["a", "b", "c"]
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    model = build_model("mobilenet_v3_small", 3, pretrained=False).model.eval()
+    meta = {
+        "task": "classification",
+        "arch": "mobilenet_v3_small",
+        "num_outputs": 3,
+        "labels": LABELS,
+        "image_size": SIZE,
+        "dropout": 0.2,
+    }
+    save_checkpoint(out / "model.pt", model, meta)
+    x = torch.rand(1, 3, SIZE, SIZE) * 255
+    files = {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
+    export.export_torchscript(model, x, files["torchscript"])
+    export.export_onnx(model, x, files["onnx"], opset=17)
+    (out / "model.json").write_text(json.dumps(sidecar(meta, files)))
+    return out
+
+
+@pytest.fixture
+def images(tmp_path):
+    root = make_class_folders(tmp_path / "imgs", {"x": 3})
+    (root / "x" / "broken.png").write_bytes(b"\x89PNG not really")
+    (root / "x" / "notes.txt").write_text("ignored: not an image extension")
+    return root
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.ts", "model.pt"])
+def test_predict_one_image_each_format(exported, images, name, capsys):
+    assert predict_main([str(exported / name), str(images / "x" / "x_000.png")]) == 0
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["class"] in LABELS and 0 < record["confidence"] <= 1
+    assert record["low_confidence"] == (record["confidence"] < 0.5)
+    assert record["latency_ms"] > 0
+
+
+def test_predict_folder_with_broken_file(exported, images, tmp_path, capsys):
+    out = tmp_path / "preds.jsonl"
+    rc = predict_main(
+        [str(exported / "model.onnx"), str(images), "--threshold", "1.0", "--out", str(out)]
+    )
+    assert rc == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines == [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 4  # three images and the broken one; notes.txt is not an image
+    broken = [r for r in lines if "error" in r]
+    assert len(broken) == 1 and "broken.png: cannot decode image" in broken[0]["error"]
+    assert all(r["low_confidence"] for r in lines if "error" not in r)  # threshold 1.0
+
+
+def test_predict_errors_are_one_line(exported, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert predict_main([str(exported / "model.onnx"), str(empty)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {empty}: no images (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp)"
+    )
+    assert predict_main([str(tmp_path / "nope.onnx"), str(empty)]) == 2
+    assert "nope.onnx: model file not found" in capsys.readouterr().err
+
+
+def test_load_predictor_rejects_bad_models(exported, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(exported, other)
+    with pytest.raises(UserError, match="unknown model format '.pkl'"):
+        (other / "model.pkl").write_bytes(b"x")
+        load_predictor(other / "model.pkl", 1)
+    meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "task": "detection"}))
+    with pytest.raises(UserError, match="a 'detection' model; this version handles classification"):
+        load_predictor(other / "model.onnx", 1)
+    (other / "model.json").write_text(json.dumps({**meta, "image_size": 64}))
+    with pytest.raises(UserError, match="takes 32x32 images but model.json says 64"):
+        load_predictor(other / "model.onnx", 1)
+    with pytest.raises(UserError, match="a classification model, but base.task is regression"):
+        load_predictor(exported / "model.pt", 1, expect_task="regression")
+    (other / "model.json").unlink()
+    with pytest.raises(UserError, match="model.json: missing"):
+        load_predictor(other / "model.ts", 1)
+
+
+def test_list_images_from_a_manifest(tmp_path, images):
+    manifest = tmp_path / "test.csv"
+    pd.DataFrame({"path": ["x/x_001.png", "x/x_000.png"]}).to_csv(manifest, index=False)
+    assert list_images(manifest, root=images) == [images / "x/x_001.png", images / "x/x_000.png"]
+    pd.DataFrame({"file": ["a"]}).to_csv(manifest, index=False)
+    with pytest.raises(UserError, match="needs a non-empty 'path' column"):
+        list_images(manifest)
+
+
+def test_simulate_schedules_frames_and_counts(exported, images, tmp_path):
+    predictor = load_predictor(exported / "model.onnx", 1)
+    frames = list_images(images)
+    now = [100.0]
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(round(seconds, 6))
+        now[0] += seconds
+
+    log = tmp_path / "log.csv"
+    summary = simulate(predictor, frames, 250, 0.5, log, clock=lambda: now[0], sleep=sleep)
+    # the fake clock only moves when the loop sleeps: frames 1..3 each wait a full interval
+    assert sleeps == [0.25, 0.25, 0.25]
+    assert summary["frames"] == 4 and summary["predicted"] == 3 and summary["bad_frames"] == 1
+    assert summary["missed_interval"] == 0
+    rows = pd.read_csv(log)
+    assert list(rows["frame"]) == [0, 1, 2, 3] and rows["error"].notna().sum() == 1
+    assert list(rows["time_s"]) == [0.0, 0.25, 0.5, 0.75]
+    simulate(predictor, frames[:1], 250, 0.5, log, clock=lambda: now[0], sleep=sleep)
+    assert len(pd.read_csv(log)) == 5  # appended, one header
+
+
+def test_simulate_real_clock_counts_missed_intervals(exported, images, tmp_path):
+    predictor = load_predictor(exported / "model.ts", 1)
+    frames = [p for p in list_images(images) if "broken" not in p.name]
+    summary = simulate(predictor, frames, 0.001, 0.5, tmp_path / "log.csv")
+    assert summary["missed_interval"] == 3  # nothing classifies an image in a microsecond
+    assert summary["latency_ms"]["median"] > 0 and summary["throughput_fps"] > 0
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_quantized_onnx_runs_and_stays_close(exported, tmp_path, mode):
+    calib = torch.randint(0, 256, (8, 3, SIZE, SIZE), dtype=torch.uint8)
+    dst = tmp_path / f"model.{mode}.onnx"
+    export.quantize_onnx(exported / "model.onnx", dst, mode, calib)
+    assert dst.stat().st_size < (exported / "model.onnx").stat().st_size
+    x = calib.float()
+    ref = export.run_onnx(export.onnx_session(exported / "model.onnx", 1), x)
+    q = export.run_onnx(export.onnx_session(dst, 1), x)
+    assert q.shape == ref.shape and torch.isfinite(q).all()
+    assert [p.name for p in tmp_path.iterdir()] == [dst.name]  # no temporary files left
+
+
+def test_parity_tolerance_fails_the_export():
+    export.check_parity("onnx", {"max_abs_diff": 1e-6}, 1e-4)
+    with pytest.raises(UserError, match="export: onnx differs from PyTorch by 0.01 "):
+        export.check_parity("onnx", {"max_abs_diff": 0.01}, 1e-4)
+
+
+def test_latency_fields():
+    timing = export.latency(lambda x: x * 2, torch.ones(4, 3), warmup=2, runs=5)
+    assert set(timing) == {"median_ms", "p95_ms", "runs"} and timing["runs"] == 5
+    assert 0 <= timing["median_ms"] <= timing["p95_ms"]

@@ -1,0 +1,122 @@
+"""Loading an exported model (ONNX, TorchScript) or a checkpoint, and predicting on image files.
+
+Shared by the `predict` and `simulate` commands. A model is used with the metadata written next
+to it (model.json from the export stage, or the checkpoint's own), so the consumer never has to
+know the class index, input size or normalization.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from visionpipe import export
+from visionpipe.checkpoint import load_checkpoint
+from visionpipe.data import decode_image
+from visionpipe.errors import DataError, UserError
+from visionpipe.sources.folder import IMAGE_EXTENSIONS
+from visionpipe.tasks import TASKS, Task, get_task
+
+SIDECAR = "model.json"
+
+
+@dataclass
+class Predictor:
+    path: Path
+    meta: dict[str, Any]
+    task: Task
+    run: Callable[[torch.Tensor], torch.Tensor]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path.parent / SIDECAR
+    if not side.is_file():
+        raise UserError(f"{side}: missing; an exported model needs the {SIDECAR} written with it")
+    return json.loads(side.read_text())
+
+
+def load_predictor(path: str | Path, threads: int, expect_task: str | None = None) -> Predictor:
+    """A ready-to-run model from a .onnx, .ts or .pt (checkpoint, loaded weights_only) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        model, meta = load_checkpoint(path)
+        run = torch.no_grad()(model)
+    elif suffix == ".ts":
+        meta = _sidecar(path)
+        run = functools.partial(export.run_torchscript, export.load_torchscript(path))
+    elif suffix == ".onnx":
+        meta = _sidecar(path)
+        session = export.onnx_session(path, threads)
+        fixed = export.onnx_input_size(session)
+        if fixed is not None and fixed != meta["image_size"]:
+            raise UserError(
+                f"{path}: the model takes {fixed}x{fixed} images but {SIDECAR} says "
+                f"{meta['image_size']}; export them together"
+            )
+        run = functools.partial(export.run_onnx, session)
+    else:
+        raise UserError(f"{path}: unknown model format {suffix!r}; expected .onnx, .ts or .pt")
+    task_name = meta.get("task")
+    if task_name not in TASKS:
+        raise UserError(f"{path}: a {task_name!r} model; this version handles {', '.join(TASKS)}")
+    if expect_task and task_name != expect_task:
+        raise UserError(f"{path}: a {task_name} model, but base.task is {expect_task}")
+    return Predictor(path, meta, get_task(task_name), run)
+
+
+def list_images(source: str | Path, root: str | Path = ".") -> list[Path]:
+    """One image file, every image file (by extension) under a folder (sorted), or the ``path``
+    column of a manifest CSV (relative to ``root``)."""
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        paths = pd.read_csv(source, keep_default_na=False).get("path")
+        if paths is None or paths.empty:
+            raise UserError(f"{source}: a frames manifest needs a non-empty 'path' column")
+        return [Path(root) / p for p in paths]
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise UserError(f"{source}: no such file or folder")
+    files = sorted(
+        p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise UserError(f"{source}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
+
+
+def predict_file(predictor: Predictor, path: Path, threshold: float) -> dict[str, Any]:
+    """One JSON-ready record: the prediction and its latency, or the reason it failed."""
+    record: dict[str, Any] = {"path": str(path)}
+    try:
+        x = torch.from_numpy(decode_image(path, predictor.image_size))[None].float()
+    except DataError as exc:
+        record["error"] = str(exc)
+        return record
+    start = time.perf_counter()
+    outputs = predictor.run(x)
+    record["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
+    record.update(predictor.task.prediction_records(outputs, predictor.meta["labels"])[0])
+    if "confidence" in record:
+        record["low_confidence"] = bool(record["confidence"] < threshold)
+    return record
+
+
+def predict_files(predictor: Predictor, paths: list[Path], threshold: float) -> Iterator[dict]:
+    for path in paths:
+        yield predict_file(predictor, path, threshold)

@@ -1,0 +1,69 @@
+"""predict: classify an image or a folder with an exported model or a checkpoint.
+
+    python -m visionpipe.predict models/export/model.onnx path/to/image_or_folder \
+        --threshold 0.6 --out predictions.jsonl
+
+Prints one JSON line per image (class, confidence, low_confidence, latency_ms; or error) and
+writes the same lines to --out. Files that cannot be decoded are reported and counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from visionpipe.errors import UserError
+from visionpipe.inference import list_images, load_predictor, predict_files
+from visionpipe.io import atomic_path
+from visionpipe.stage import setup_logging
+
+log = logging.getLogger("visionpipe.predict")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m visionpipe.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="model.onnx, model.ts (with model.json beside) or model.pt")
+    parser.add_argument("input", help="an image file or a folder of images")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="confidence below this is flagged low_confidence (default %(default)s)",
+    )
+    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        predictor = load_predictor(args.model, args.threads)
+        records = []
+        for record in predict_files(predictor, list_images(args.input), args.threshold):
+            print(json.dumps(record), flush=True)
+            records.append(record)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    failed = sum("error" in r for r in records)
+    low = sum(bool(r.get("low_confidence")) for r in records)
+    log.info(
+        "%d images: %d predicted, %d low confidence, %d unreadable",
+        len(records),
+        len(records) - failed,
+        low,
+        failed,
+    )
+    return 2 if failed == len(records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
