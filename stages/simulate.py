@@ -1,10 +1,11 @@
 """Stage simulate: the conveyor loop over test images with the exported ONNX model."""
 
 import argparse
+import itertools
 import logging
 from pathlib import Path
 
-from visionpipe.inference import list_images, load_predictor
+from visionpipe.inference import load_predictor, open_frames
 from visionpipe.io import write_json
 from visionpipe.params import Params
 from visionpipe.runtime import set_threads
@@ -19,8 +20,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     predictor = load_predictor(
         args.model, set_threads(params.train.num_threads), expect_task=params.base.task
     )
-    frames = list_images(args.frames, root=params.data.path)
-    frames = frames[: cfg.max_frames] if cfg.max_frames else frames
+    frames = open_frames(args.frames, predictor.image_size, root=params.data.path)
+    frames = itertools.islice(frames, cfg.max_frames or None)
     csv_path = Path(args.csv)
     csv_path.unlink(missing_ok=True)  # the stage's log is this run's frames only
     summary = simulate(predictor, frames, cfg.interval_ms, cfg.threshold, csv_path)

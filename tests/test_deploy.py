@@ -12,7 +12,7 @@ from tests.conftest import make_class_folders
 from visionpipe import export
 from visionpipe.checkpoint import save_checkpoint
 from visionpipe.errors import UserError
-from visionpipe.inference import list_images, load_predictor
+from visionpipe.inference import image_frames, list_images, load_predictor, open_frames
 from visionpipe.models import build_model
 from visionpipe.predict import main as predict_main
 from visionpipe.simulate import simulate
@@ -115,7 +115,7 @@ def test_list_images_from_a_manifest(tmp_path, images):
 
 def test_simulate_schedules_frames_and_counts(exported, images, tmp_path):
     predictor = load_predictor(exported / "model.onnx", 1)
-    frames = list_images(images)
+    frames = list(open_frames(images, SIZE))
     now = [100.0]
     sleeps = []
 
@@ -125,8 +125,10 @@ def test_simulate_schedules_frames_and_counts(exported, images, tmp_path):
 
     log = tmp_path / "log.csv"
     summary = simulate(predictor, frames, 250, 0.5, log, clock=lambda: now[0], sleep=sleep)
-    # the fake clock only moves when the loop sleeps: frames 1..3 each wait a full interval
-    assert sleeps == [0.25, 0.25, 0.25]
+    # the fake clock only moves when the loop sleeps: frames 1..3 each wait a full interval,
+    # then the loop waits for a fifth frame that does not come, which the duration ignores
+    assert sleeps == [0.25, 0.25, 0.25, 0.25]
+    assert summary["duration_s"] == 0.75
     assert summary["frames"] == 4 and summary["predicted"] == 3 and summary["bad_frames"] == 1
     assert summary["missed_interval"] == 0
     rows = pd.read_csv(log)
@@ -138,10 +140,60 @@ def test_simulate_schedules_frames_and_counts(exported, images, tmp_path):
 
 def test_simulate_real_clock_counts_missed_intervals(exported, images, tmp_path):
     predictor = load_predictor(exported / "model.ts", 1)
-    frames = [p for p in list_images(images) if "broken" not in p.name]
-    summary = simulate(predictor, frames, 0.001, 0.5, tmp_path / "log.csv")
+    paths = [p for p in list_images(images) if "broken" not in p.name]
+    summary = simulate(predictor, image_frames(paths, SIZE), 0.001, 0.5, tmp_path / "log.csv")
     assert summary["missed_interval"] == 3  # nothing classifies an image in a microsecond
     assert summary["latency_ms"]["median"] > 0 and summary["throughput_fps"] > 0
+
+
+def test_simulate_reads_a_video(exported, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from visionpipe.simulate import main as simulate_main
+
+    video = tmp_path / "belt.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 40))
+    for value in range(0, 250, 50):  # five frames
+        writer.write(np.full((40, 48, 3), value, dtype=np.uint8))
+    writer.release()
+    frames = list(open_frames(video, SIZE))
+    assert len(frames) == 5 and frames[0].name == f"{video}#0"
+    assert frames[0].image.shape == (1, 3, SIZE, SIZE) and frames[4].image.mean() > 150
+    out = tmp_path / "sim"
+    rc = simulate_main(
+        [
+            str(exported / "model.ts"),
+            str(video),
+            "--interval-ms",
+            "1",
+            "--max-frames",
+            "3",
+            "--csv",
+            str(out / "log.csv"),
+            "--summary",
+            str(out / "summary.json"),
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 3 and summary["predicted"] == 3
+    assert len(pd.read_csv(out / "log.csv")) == 3
+    assert capsys.readouterr().out.count("frame ") == 3
+
+
+def test_video_errors(tmp_path, monkeypatch):
+    import sys
+
+    with pytest.raises(UserError, match="missing.mp4: no such video file"):
+        open_frames(tmp_path / "missing.mp4", SIZE)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(UserError, match="bad.mp4: cannot open the video"):
+        list(open_frames(bad, SIZE))
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(UserError, match="reading video needs OpenCV"):
+        list(open_frames(bad, SIZE))
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])

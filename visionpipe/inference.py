@@ -8,9 +8,10 @@ know the class index, input size or normalization.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from visionpipe.sources.folder import IMAGE_EXTENSIONS
 from visionpipe.tasks import TASKS, Task, get_task
 
 SIDECAR = "model.json"
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 @dataclass
@@ -100,23 +102,75 @@ def list_images(source: str | Path, root: str | Path = ".") -> list[Path]:
     return files
 
 
-def predict_file(predictor: Predictor, path: Path, threshold: float) -> dict[str, Any]:
-    """One JSON-ready record: the prediction and its latency, or the reason it failed."""
-    record: dict[str, Any] = {"path": str(path)}
+@dataclass
+class Frame:
+    """One input to predict on: a decoded image, or why it could not be decoded."""
+
+    name: str
+    image: torch.Tensor | None  # (1, 3, size, size) float, RGB 0..255
+    error: str | None = None
+
+
+def _decode(source: Path | io.BytesIO, size: int, name: str) -> Frame:
     try:
-        x = torch.from_numpy(decode_image(path, predictor.image_size))[None].float()
+        return Frame(name, torch.from_numpy(decode_image(source, size))[None].float())
     except DataError as exc:
-        record["error"] = str(exc)
+        return Frame(name, None, f"{name}: cannot decode image ({exc.__cause__})")
+
+
+def image_frames(paths: Iterable[Path], size: int) -> Iterator[Frame]:
+    for path in paths:
+        yield _decode(path, size, str(path))
+
+
+def video_frames(path: Path, size: int) -> Iterator[Frame]:
+    """Frames of a video file through OpenCV, decoded and resized like image files."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise UserError(
+            f"{path}: reading video needs OpenCV: pip install opencv-python-headless"
+        ) from exc
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"{path}: cannot open the video")
+    try:
+        index = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            name = f"{path}#{index}"
+            encoded, buffer = cv2.imencode(".bmp", bgr)  # lossless; reuses the one decode path
+            if encoded:
+                yield _decode(io.BytesIO(buffer.tobytes()), size, name)
+            else:
+                yield Frame(name, None, f"{name}: cannot decode image (frame not encodable)")
+            index += 1
+    finally:
+        capture.release()
+
+
+def open_frames(source: str | Path, size: int, root: str | Path = ".") -> Iterator[Frame]:
+    """Frames from a video file, or from the images :func:`list_images` finds."""
+    source = Path(source)
+    if source.suffix.lower() in VIDEO_EXTENSIONS:
+        if not source.is_file():
+            raise UserError(f"{source}: no such video file")
+        return video_frames(source, size)
+    return image_frames(list_images(source, root), size)
+
+
+def predict_frame(predictor: Predictor, frame: Frame, threshold: float) -> dict[str, Any]:
+    """One JSON-ready record: the prediction and its latency, or the reason it failed."""
+    record: dict[str, Any] = {"path": frame.name}
+    if frame.image is None:
+        record["error"] = frame.error
         return record
     start = time.perf_counter()
-    outputs = predictor.run(x)
+    outputs = predictor.run(frame.image)
     record["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
     record.update(predictor.task.prediction_records(outputs, predictor.meta["labels"])[0])
     if "confidence" in record:
         record["low_confidence"] = bool(record["confidence"] < threshold)
     return record
-
-
-def predict_files(predictor: Predictor, paths: list[Path], threshold: float) -> Iterator[dict]:
-    for path in paths:
-        yield predict_file(predictor, path, threshold)

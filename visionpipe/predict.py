@@ -16,7 +16,7 @@ import os
 import sys
 
 from visionpipe.errors import UserError
-from visionpipe.inference import list_images, load_predictor, predict_files
+from visionpipe.inference import image_frames, list_images, load_predictor, predict_frame
 from visionpipe.io import atomic_path
 from visionpipe.stage import setup_logging
 
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = load_predictor(args.model, args.threads)
         records = []
-        for record in predict_files(predictor, list_images(args.input), args.threshold):
+        for frame in image_frames(list_images(args.input), predictor.image_size):
+            record = predict_frame(predictor, frame, args.threshold)
             print(json.dumps(record), flush=True)
             records.append(record)
     except UserError as exc:

@@ -3,30 +3,31 @@
     python -m visionpipe.simulate models/export/model.onnx frames/ --interval-ms 250 \
         --threshold 0.55 --csv results/simulate/log.csv --summary results/simulate/summary.json
 
-FRAMES may also be a manifest CSV with a ``path`` column (e.g. data/splits/test.csv, with
---root the data folder). Each frame is printed and appended to the CSV as it is processed
-(frame, time, class, confidence, low_confidence, latency, whether it missed its interval,
-error). Unreadable frames are skipped and counted. The summary gives frames, throughput,
-median and p95 latency and the frames that missed their interval.
+FRAMES may also be a video file (read with OpenCV) or a manifest CSV with a ``path`` column
+(e.g. data/splits/test.csv, with --root the data folder). Each frame is printed and appended
+to the CSV as it is processed (frame, time, class, confidence, low_confidence, latency,
+whether it missed its interval, error). Unreadable frames are skipped and counted. The summary
+gives frames, throughput, median and p95 latency and the frames that missed their interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import logging
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visionpipe.errors import UserError
-from visionpipe.inference import Predictor, list_images, load_predictor, predict_file
+from visionpipe.inference import Frame, Predictor, load_predictor, open_frames, predict_frame
 from visionpipe.io import write_json
 from visionpipe.stage import setup_logging
 
@@ -46,7 +47,7 @@ COLUMNS = [
 
 def simulate(
     predictor: Predictor,
-    frames: list[Path],
+    frames: Iterable[Frame],
     interval_ms: float,
     threshold: float,
     csv_path: Path,
@@ -58,42 +59,52 @@ def simulate(
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     latencies, missed, bad, low = [], 0, 0, 0
     start = clock()
+    finished = start  # end of the last frame's work: the wait for a frame that never came
+    # (the source is lazy, so its end shows only when the next frame is due) is not counted
     with csv_path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         if new_file:
             writer.writeheader()
-        for i, path in enumerate(frames):
+        source, count = iter(frames), 0
+        while True:
+            i = count
             due = start + i * interval_ms / 1000
             now = clock()
             if now < due:
                 sleep(due - now)
             began = clock()
-            record = predict_file(predictor, path, threshold)
+            frame = next(source, None)  # decoding is part of the frame's work
+            if frame is None:
+                break
+            count += 1
+            record = predict_frame(predictor, frame, threshold)
             took_ms = (clock() - began) * 1000
             row = {
+                **record,
                 "frame": i,
                 "time_s": round(began - start, 4),
-                **record,
+                "latency_ms": round(took_ms, 3),  # decode + model: the frame's whole work
                 "missed_interval": took_ms > interval_ms,
             }
             if "error" in record:
                 bad += 1
-                log.warning("frame %d %s skipped: %s", i, path, record["error"])
+                log.warning("frame %d skipped: %s", i, record["error"])
             else:
                 latencies.append(took_ms)
                 low += bool(record.get("low_confidence"))
                 missed += row["missed_interval"]
                 flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
                 print(
-                    f"frame {i:5d} {path.name}: {record.get('class')} "
+                    f"frame {i:5d} {Path(frame.name).name}: {record.get('class')} "
                     f"{record.get('confidence', float('nan')):.3f} ({took_ms:.1f} ms){flag}",
                     flush=True,
                 )
             writer.writerow(row)
             handle.flush()
-    duration = clock() - start
+            finished = clock()
+    duration = finished - start
     return {
-        "frames": len(frames),
+        "frames": count,
         "predicted": len(latencies),
         "bad_frames": bad,
         "low_confidence": low,
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", help="model.onnx, model.ts (with model.json beside) or model.pt")
-    parser.add_argument("frames", help="a folder of frame images (name order), or a manifest CSV")
+    parser.add_argument("frames", help="a folder of images (name order), a manifest CSV or a video")
     parser.add_argument("--root", default=".", help="folder a manifest's paths are relative to")
     parser.add_argument("--interval-ms", type=float, default=250.0)
     parser.add_argument("--threshold", type=float, default=0.55)
@@ -129,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.interval_ms <= 0:
             raise UserError(f"--interval-ms: {args.interval_ms} must be > 0")
         predictor = load_predictor(args.model, args.threads)
-        frames = list_images(args.frames, root=args.root)
-        frames = frames[: args.max_frames] if args.max_frames else frames
+        frames = open_frames(args.frames, predictor.image_size, root=args.root)
+        frames = itertools.islice(frames, args.max_frames or None)
         summary = simulate(predictor, frames, args.interval_ms, args.threshold, Path(args.csv))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
