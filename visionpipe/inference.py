@@ -7,9 +7,11 @@ know the class index, input size or normalization.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +30,16 @@ from visionpipe.tasks import TASKS, Task, get_task
 
 SIDECAR = "model.json"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+
+def cli_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The arguments the predict and simulate commands share: the model and the threads."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", help="model.onnx, model.ts (with model.json beside) or model.pt")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    return parser
 
 
 @dataclass

@@ -9,14 +9,18 @@ writes the same lines to --out. Files that cannot be decoded are reported and co
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import sys
 
 from visionpipe.errors import UserError
-from visionpipe.inference import image_frames, list_images, load_predictor, predict_frame
+from visionpipe.inference import (
+    cli_parser,
+    image_frames,
+    list_images,
+    load_predictor,
+    predict_frame,
+)
 from visionpipe.io import atomic_path
 from visionpipe.stage import setup_logging
 
@@ -24,12 +28,7 @@ log = logging.getLogger("visionpipe.predict")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m visionpipe.predict",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", help="model.onnx, model.ts (with model.json beside) or model.pt")
+    parser = cli_parser("python -m visionpipe.predict", __doc__)
     parser.add_argument("input", help="an image file or a folder of images")
     parser.add_argument(
         "--threshold",
@@ -38,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         help="confidence below this is flagged low_confidence (default %(default)s)",
     )
     parser.add_argument("--out", help="also write the JSON lines to this file")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -12,11 +12,9 @@ gives frames, throughput, median and p95 latency and the frames that missed thei
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import logging
-import os
 import statistics
 import sys
 import time
@@ -27,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from visionpipe.errors import UserError
-from visionpipe.inference import Frame, Predictor, load_predictor, open_frames, predict_frame
+from visionpipe.inference import (
+    Frame,
+    Predictor,
+    cli_parser,
+    load_predictor,
+    open_frames,
+    predict_frame,
+)
 from visionpipe.io import write_json
 from visionpipe.stage import setup_logging
 
@@ -120,12 +125,7 @@ def simulate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m visionpipe.simulate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", help="model.onnx, model.ts (with model.json beside) or model.pt")
+    parser = cli_parser("python -m visionpipe.simulate", __doc__)
     parser.add_argument("frames", help="a folder of images (name order), a manifest CSV or a video")
     parser.add_argument("--root", default=".", help="folder a manifest's paths are relative to")
     parser.add_argument("--interval-ms", type=float, default=250.0)
@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="0: all frames")
     parser.add_argument("--csv", default="results/simulate/log.csv")
     parser.add_argument("--summary", default="results/simulate/summary.json")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args(argv)
     setup_logging()
     try:
