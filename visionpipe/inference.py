@@ -90,6 +90,8 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
         raise UserError(f"{path}: a {task_name!r} model; this version handles {', '.join(TASKS)}")
     if expect_task and task_name != expect_task:
         raise UserError(f"{path}: a {task_name} model, but base.task is {expect_task}")
+    size = int(meta["image_size"])
+    run(torch.zeros(1, 3, size, size))  # warm-up: the first call pays for allocation and setup
     return Predictor(path, meta, get_task(task_name), run)
 
 
