@@ -1,7 +1,6 @@
 """Stage export: TorchScript, ONNX and INT8 ONNX, with parity, accuracy change and latency."""
 
 import argparse
-import functools
 import logging
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from visionpipe import export
 from visionpipe.checkpoint import load_checkpoint
 from visionpipe.data import IMAGENET_MEAN, IMAGENET_STD, load_images
+from visionpipe.inference import SIDECAR, load_predictor
 from visionpipe.io import write_csv, write_json
 from visionpipe.manifests import read_split
 from visionpipe.params import Params
@@ -64,15 +64,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
         calib = load_images(root, calib_m["path"].tolist(), size, desc="calibration")
         export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
 
-    torchscript = export.load_torchscript(files["torchscript"])
-    runners = {
-        "pytorch": torch.no_grad()(model),
-        "torchscript": functools.partial(export.run_torchscript, torchscript),
-    }
-    for fmt in ("onnx", "onnx_int8"):
-        if fmt in files:
-            session = export.onnx_session(files[fmt], threads)
-            runners[fmt] = functools.partial(export.run_onnx, session)
+    # model.json first: the exported files are then loaded exactly as predict/simulate load them
+    write_json(out / SIDECAR, sidecar(meta, files))
+    runners = {"pytorch": torch.no_grad()(model)}
+    runners.update({fmt: load_predictor(path, threads).run for fmt, path in files.items()})
 
     reference = runners["pytorch"](parity_x)
     results: dict = {"num_parity_images": int(len(parity_x)), "opset": cfg.opset}
@@ -116,7 +111,6 @@ def main(params: Params, args: argparse.Namespace) -> None:
         },
     }
     write_csv(args.latency, pd.DataFrame(rows))
-    write_json(out / "model.json", sidecar(meta, files))
     write_json(args.metrics, results)
 
 
