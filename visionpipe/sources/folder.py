@@ -59,7 +59,7 @@ def _detect_layout(root: Path) -> tuple[str, dict[str, Path]]:
     return "presplit", {s: root / s for s in SPLIT_NAMES if s in split_dirs}
 
 
-def _check_image(path: Path) -> tuple[int, int, str] | str:
+def check_image(path: Path) -> tuple[int, int, str] | str:
     """Fully decode an image; return (width, height, mode) or the reason it is unusable."""
     try:
         with Image.open(path) as img:
@@ -106,7 +106,7 @@ def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:
 
     rows, skipped = [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        checks = pool.map(_check_image, (f for _, _, f in candidates))
+        checks = pool.map(check_image, (f for _, _, f in candidates))
         for (split, label, path), result in tqdm(
             zip(candidates, checks, strict=True),
             total=len(candidates),
