@@ -1,4 +1,4 @@
-"""Stage evaluate: test-split metrics, predictions and confusion matrix."""
+"""Stage evaluate: test-split metrics, predictions, mistakes, curves and inference latency."""
 
 import argparse
 import logging
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from visionpipe.cache import cached_images
 from visionpipe.checkpoint import load_checkpoint
-from visionpipe.data import load_images
 from visionpipe.evaluation import predict
 from visionpipe.io import write_json
 from visionpipe.manifests import read_split
@@ -17,6 +17,7 @@ from visionpipe.runtime import choose_device, set_threads
 from visionpipe.stage import run_stage
 from visionpipe.tasks import get_task
 from visionpipe.tasks.classification import check_classes
+from visionpipe.timing import model_latency
 
 log = logging.getLogger("visionpipe.evaluate")
 
@@ -29,7 +30,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     test_m = read_split(args.splits, "test")
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)
-    x = load_images(
+    x = cached_images(
         Path(params.data.path),
         test_m["path"].tolist(),
         meta["image_size"],
@@ -41,13 +42,20 @@ def main(params: Params, args: argparse.Namespace) -> None:
     outputs = predict(model, x, params.evaluate.batch_size, device, desc="test")
     seconds = time.perf_counter() - start
     metrics = task.evaluate(
-        outputs, y, test_m, labels, params, Path(args.results), Path(args.figures)
+        outputs, y, test_m, x, labels, params, Path(args.results), Path(args.figures)
     )
     metrics["inference"] = {
         "ms_per_sample": 1000 * seconds / max(len(x), 1),
         "batch_size": params.evaluate.batch_size,
         "device": str(device),
         "threads": threads,
+        **model_latency(
+            model,
+            x,
+            device,
+            {"batch_1": 1, "batch_train": params.train.batch_size},
+            params.evaluate.latency_runs,
+        ),
     }
     write_json(Path(args.results) / "metrics.json", metrics)
     log.info("test: %s", {k: v for k, v in metrics.items() if isinstance(v, float)})
@@ -57,6 +65,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--results", required=True, help="folder for metrics.json, predictions.csv")
+    parser.add_argument(
+        "--results", required=True, help="folder for metrics.json and the CSV tables"
+    )
     parser.add_argument("--figures", required=True)
     run_stage("evaluate", main, parser)

@@ -8,8 +8,9 @@ import pandas as pd
 import torch
 
 from visionpipe import export
+from visionpipe.cache import cached_images
 from visionpipe.checkpoint import load_checkpoint
-from visionpipe.data import IMAGENET_MEAN, IMAGENET_STD, load_images
+from visionpipe.data import IMAGENET_MEAN, IMAGENET_STD
 from visionpipe.inference import SIDECAR, load_predictor
 from visionpipe.io import write_csv, write_json
 from visionpipe.manifests import read_split
@@ -17,9 +18,9 @@ from visionpipe.params import Params
 from visionpipe.runtime import set_threads
 from visionpipe.stage import run_stage
 from visionpipe.tasks import get_task
+from visionpipe.timing import WARMUP, latency, tile_batch
 
 log = logging.getLogger("visionpipe.export")
-WARMUP = 5
 
 
 def sidecar(meta: dict, files: dict[str, Path]) -> dict:
@@ -50,7 +51,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     threads = set_threads(params.train.num_threads)
     root, size = Path(params.data.path), meta["image_size"]
     test_m = read_split(args.splits, "test")
-    test_x = load_images(root, test_m["path"].tolist(), size, desc="decoding test").float()
+    test_x = cached_images(root, test_m["path"].tolist(), size, desc="decoding test").float()
     parity_x = test_x[: cfg.parity_samples]
 
     out = Path(args.out)
@@ -61,7 +62,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         files["onnx_int8"] = out / "model.int8.onnx"
         calib_m = read_split(args.splits, "train")
         calib_m = calib_m.sample(min(cfg.calibration_samples, len(calib_m)), random_state=0)
-        calib = load_images(root, calib_m["path"].tolist(), size, desc="calibration")
+        calib = cached_images(root, calib_m["path"].tolist(), size, desc="calibration")
         export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
 
     # model.json first: the exported files are then loaded exactly as predict/simulate load them
@@ -94,9 +95,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
     rows = []
     for batch in sorted({1, cfg.latency_batch}):
-        x = test_x[torch.arange(batch) % len(test_x)]
+        x = tile_batch(test_x, batch)
         for fmt, fn in runners.items():
-            timing = export.latency(fn, x, WARMUP, cfg.latency_runs)
+            timing = latency(fn, x, WARMUP, cfg.latency_runs)
             rows.append(
                 {"runtime": f"{fmt} (batch {batch})", "format": fmt, "batch": batch, **timing}
             )

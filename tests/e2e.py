@@ -19,7 +19,7 @@ TINY = {
     "eda": {"samples_per_class": 2, "intensity_samples_per_class": 4},
     "model": {"image_size": 32},
     "train": {"epochs": 1, "batch_size": 16},
-    "evaluate": {"batch_size": 16},
+    "evaluate": {"batch_size": 16, "latency_runs": 3},
     "export": {
         "parity_samples": 4,
         "latency_batch": 4,

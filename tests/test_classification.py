@@ -11,11 +11,19 @@ from visionpipe.tasks import get_task
 LABELS = ["0_ok", "1_minor", "2_bad"]
 
 
-def params(positive=()):
+def params(positive=(), confident_threshold=0.9, mistakes_grid=16):
     return SimpleNamespace(
-        evaluate=SimpleNamespace(binary_positive=list(positive)),
+        evaluate=SimpleNamespace(
+            binary_positive=list(positive),
+            confident_threshold=confident_threshold,
+            mistakes_grid=mistakes_grid,
+        ),
         train=SimpleNamespace(label_smoothing=0.0),
     )
+
+
+def images(n):
+    return torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8)
 
 
 def test_targets_and_unknown_class():
@@ -36,7 +44,7 @@ def test_evaluate_writes_predictions_confusion_and_metrics(tmp_path):
     outputs = torch.nn.functional.one_hot(torch.tensor(pred), 3).float() * 4
     manifest = pd.DataFrame({"path": [f"img{i}.png" for i in range(6)]})
     metrics = task.evaluate(
-        outputs, true, manifest, LABELS, params(["2_bad"]), tmp_path, tmp_path / "fig"
+        outputs, true, manifest, images(6), LABELS, params(["2_bad"]), tmp_path, tmp_path / "fig"
     )
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     assert metrics["per_class"]["1_minor"] == pytest.approx(
@@ -46,7 +54,14 @@ def test_evaluate_writes_predictions_confusion_and_metrics(tmp_path):
     assert metrics["binary"]["accuracy"] == pytest.approx(5 / 6)
     assert metrics["binary"]["recall"] == pytest.approx(0.5)
     frame = pd.read_csv(tmp_path / "predictions.csv")
-    assert list(frame.columns) == ["path", "true", "predicted", "confidence"]
+    assert list(frame.columns) == [
+        "path",
+        "true",
+        "predicted",
+        "confidence",
+        "correct",
+        *[f"p_{name}" for name in LABELS],
+    ]
     assert frame["predicted"].tolist() == [LABELS[p] for p in pred]
     assert np.all((frame["confidence"] > 0.9) & (frame["confidence"] <= 1))
     assert (tmp_path / "fig" / "confusion_matrix.png").stat().st_size > 1000
@@ -68,6 +83,7 @@ def test_unknown_binary_class(tmp_path):
             torch.zeros(2, 3),
             torch.tensor([0, 1]),
             pd.DataFrame({"path": ["a", "b"]}),
+            images(2),
             LABELS,
             params(["broken"]),
             tmp_path,

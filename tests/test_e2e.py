@@ -5,6 +5,8 @@ import pytest
 from tests.conftest import make_class_folders
 from tests.e2e import TINY, copy_repo, dvc_json, run
 
+CLASSES = {"0_functional", "1_possibly_defective", "2_likely_defective", "3_defective"}
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
@@ -26,7 +28,16 @@ def test_repro_builds_every_stage_and_is_then_up_to_date(repo):
         "models/model.pt",
         "models/class_index.json",
         "results/evaluate/predictions.csv",
+        "results/evaluate/wrong.csv",
+        "results/evaluate/confident_wrong.csv",
+        "results/evaluate/classification_report.csv",
+        "results/evaluate/roc.csv",
+        "results/evaluate/pr.csv",
         "figures/evaluate/confusion_matrix.png",
+        "figures/evaluate/confusion_matrix_normalized.png",
+        "figures/evaluate/roc.png",
+        "figures/evaluate/pr.png",
+        "figures/evaluate/mistakes.png",
         "models/export/model.ts",
         "models/export/model.onnx",
     ]:
@@ -42,15 +53,22 @@ def test_metrics_show(repo):
     files = metrics[""]["data"]
     ev = files["results/evaluate/metrics.json"]["data"]
     assert 0 <= ev["accuracy"] <= 1 and "f1_macro" in ev and "precision_macro" in ev
-    assert set(ev["per_class"]) == {
-        "0_functional",
-        "1_possibly_defective",
-        "2_likely_defective",
-        "3_defective",
-    }
+    assert set(ev["per_class"]) == CLASSES
     assert 0 <= ev["binary"]["accuracy"] <= 1
     test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
     assert ev["num_samples"] == test_rows > 0
+    wrong_rows = len((repo / "results/evaluate/wrong.csv").read_text().splitlines()) - 1
+    assert ev["num_wrong"] == wrong_rows and ev["num_confident_wrong"] <= wrong_rows
+    assert ev["confident_threshold"] == 0.9
+    assert set(ev["roc_auc"]) == set(ev["average_precision"]) == set(ev["per_class"])
+    assert "roc_auc_macro" in ev and "average_precision_macro" in ev
+    inference = ev["inference"]
+    assert inference["device"] == "cpu" and inference["threads"] >= 1
+    assert inference["ms_per_sample"] > 0
+    for key, batch in (("batch_1", 1), ("batch_train", 16)):
+        timing = inference["latency"][key]
+        assert timing["batch_size"] == batch and timing["runs"] == 3
+        assert 0 < timing["median_ms"] <= timing["p95_ms"]
     tr = files["results/train/metrics.json"]["data"]
     assert {"loss", "accuracy", "f1_macro"} <= set(tr["val"]) and "lr" in tr
     ex = files["results/export/metrics.json"]["data"]
@@ -76,14 +94,29 @@ def test_metrics_show(repo):
 def test_plots_show(repo):
     plots = dvc_json(repo, "plots", "show")["data"]
     names = set(plots)
-    assert "results/evaluate/predictions.csv" in names
     assert "Loss" in names and "Validation accuracy and macro F1" in names
-    assert "figures/evaluate/confusion_matrix.png" in names
     assert "figures/eda/class_distribution.png" in names
-    confusion = plots["results/evaluate/predictions.csv"][0]["content"]
-    rows = confusion["data"]["values"]
-    assert rows and {"true", "predicted"} <= set(rows[0])
-    assert plots["figures/evaluate/confusion_matrix.png"][0]["type"] == "image"
+    test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
+    for plot_id in ("Test confusion matrix", "Test confusion matrix (normalized)"):
+        (confusion,) = plots[plot_id]
+        assert confusion["type"] == "vega"
+        rows = confusion["content"]["data"]["values"]
+        assert len(rows) == test_rows and {"true", "predicted"} <= set(rows[0])
+    # one ROC and one PR plot, one line per class: the template colours by the `class` column
+    for plot_id, x, y in (
+        ("results/evaluate/roc.csv", "fpr", "tpr"),
+        ("results/evaluate/pr.csv", "recall", "precision"),
+    ):
+        (curve,) = plots[plot_id]
+        content = curve["content"]
+        assert content["encoding"]["color"]["field"] == "class"
+        assert content["encoding"]["x"]["field"] == x and content["encoding"]["y"]["field"] == y
+        rows = content["data"]["values"]
+        assert rows and {"class", "point", x, y} <= set(rows[0])
+        lines = {r["class"] for r in rows}
+        assert len(lines) >= 2 and lines <= CLASSES  # a class without test positives: no line
+    for png in ("confusion_matrix", "confusion_matrix_normalized", "roc", "pr", "mistakes"):
+        assert plots[f"figures/evaluate/{png}.png"][0]["type"] == "image", png
     latency = plots["results/export/latency.csv"][0]["content"]["data"]["values"]
     assert {r["runtime"] for r in latency} >= {"onnx (batch 1)", "onnx_int8 (batch 4)"}
     assert "results/simulate/log.csv" in names

@@ -1,4 +1,4 @@
-"""TorchScript and ONNX export, INT8 quantization, and latency of each runtime.
+"""TorchScript and ONNX export, INT8 quantization, and running the exported models.
 
 All exported models take RGB pixels in 0..255 as float32 ``N x 3 x H x W`` (normalization is
 inside the model), with a dynamic batch dimension.
@@ -7,9 +7,7 @@ inside the model), with a dynamic batch dimension.
 from __future__ import annotations
 
 import logging
-import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -133,24 +131,6 @@ def run_torchscript(module: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Te
 def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 64):
     """Outputs of ``fn`` over ``x`` in batches, concatenated."""
     return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
-def latency(
-    fn: Callable[[torch.Tensor], Any], x: torch.Tensor, warmup: int, runs: int
-) -> dict[str, float]:
-    """Median and p95 milliseconds per sample of ``fn(x)`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn(x)
-    per_sample = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn(x)
-        per_sample.append((time.perf_counter() - start) * 1000 / len(x))
-    return {
-        "median_ms": round(statistics.median(per_sample), 4),
-        "p95_ms": round(float(np.percentile(per_sample, 95)), 4),
-        "runs": runs,
-    }
 
 
 def check_parity(name: str, parity: dict[str, float], tolerance: float) -> None:

@@ -26,8 +26,8 @@ class Task(ABC):
         """Manifest rows -> target tensor."""
 
     @abstractmethod
-    def loss(self, params: Any) -> torch.nn.Module:
-        """The training criterion for these params."""
+    def loss(self, params: Any, class_weights: torch.Tensor | None = None) -> torch.nn.Module:
+        """The training criterion (``class_weights`` for tasks with classes)."""
 
     @abstractmethod
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -39,12 +39,18 @@ class Task(ABC):
         outputs: torch.Tensor,
         targets: torch.Tensor,
         manifest: pd.DataFrame,
+        images: torch.Tensor,
         labels: list[str],
         params: Any,
         results_dir: Path,
         figures_dir: Path,
     ) -> dict[str, Any]:
-        """Write the test-split artifacts; return the metrics dictionary."""
+        """Write the test-split artifacts; return the metrics dictionary.
+
+        ``outputs``, ``targets``, ``manifest`` rows and ``images`` (uint8 ``N x 3 x H x W``, as
+        the model saw them) are aligned by position, so figures can show the samples themselves
+        (e.g. the worst mistakes). Tables go to ``results_dir``, images to ``figures_dir``.
+        """
 
     @abstractmethod
     def prediction_records(self, outputs: torch.Tensor, labels: list[str]) -> list[dict]:

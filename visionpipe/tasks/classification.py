@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,19 @@ import pandas as pd
 import torch
 from sklearn.metrics import (
     accuracy_score,
+    classification_report,
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
 )
 
 from visionpipe.errors import UserError
-from visionpipe.evaluation import plot_confusion
+from visionpipe.evaluation import (
+    one_vs_rest_curves,
+    plot_confusion,
+    plot_curves,
+    plot_image_grid,
+)
 from visionpipe.io import write_csv
 from visionpipe.tasks.base import Task
 
@@ -38,8 +45,10 @@ class ClassificationTask(Task):
             raise UserError(f"class {unknown[0]!r} is not in the model's class index {labels}")
         return torch.tensor([index[v] for v in manifest["label"]], dtype=torch.long)
 
-    def loss(self, params: Any) -> torch.nn.Module:
-        return torch.nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing)
+    def loss(self, params: Any, class_weights: torch.Tensor | None = None) -> torch.nn.Module:
+        return torch.nn.CrossEntropyLoss(
+            weight=class_weights, label_smoothing=params.train.label_smoothing
+        )
 
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         pred = outputs.argmax(1).numpy()
@@ -54,50 +63,88 @@ class ClassificationTask(Task):
         outputs: torch.Tensor,
         targets: torch.Tensor,
         manifest: pd.DataFrame,
+        images: torch.Tensor,
         labels: list[str],
         params: Any,
         results_dir: Path,
         figures_dir: Path,
     ) -> dict[str, Any]:
-        probs = torch.softmax(outputs, 1).numpy()
+        cfg = params.evaluate
+        probs = torch.softmax(outputs.float(), 1).numpy()
         pred = probs.argmax(1)
         true = targets.numpy()
-        ids = list(range(len(labels)))
-        prec, rec, f1, support = precision_recall_fscore_support(
-            true, pred, labels=ids, zero_division=0
+        report = classification_report(
+            true,
+            pred,
+            labels=list(range(len(labels))),
+            target_names=labels,
+            output_dict=True,
+            zero_division=0,
         )
-        metrics: dict[str, Any] = {
-            "num_samples": int(len(true)),
-            "accuracy": float(accuracy_score(true, pred)),
-            "precision_macro": float(prec.mean()),
-            "recall_macro": float(rec.mean()),
-            "f1_macro": float(f1.mean()),
-            "per_class": {
-                name: {
-                    "precision": float(prec[i]),
-                    "recall": float(rec[i]),
-                    "f1": float(f1[i]),
-                    "support": int(support[i]),
-                }
-                for i, name in enumerate(labels)
-            },
-        }
-        positive = params.evaluate.binary_positive
-        if positive:
-            metrics["binary"] = binary_metrics(true, probs, labels, positive)
+        metrics = report_metrics(report, labels, float(accuracy_score(true, pred)))
+        if cfg.binary_positive:
+            metrics["binary"] = binary_metrics(true, probs, labels, cfg.binary_positive)
 
-        frame = pd.DataFrame(
-            {
-                "path": manifest["path"].to_numpy(),
-                "true": [labels[i] for i in true],
-                "predicted": [labels[i] for i in pred],
-                "confidence": np.round(probs.max(1), 6),
-            }
+        frame = prediction_table(manifest, true, probs, labels)
+        # most confident mistakes first: the ones a threshold on confidence would not catch
+        wrong = frame[frame["correct"] == 0].sort_values(
+            "confidence", ascending=False, kind="stable"
         )
-        write_csv(results_dir / "predictions.csv", frame)
+        confident = wrong[wrong["confidence"] >= cfg.confident_threshold]
+        roc, pr, auc, ap = one_vs_rest_curves(true, probs, labels)
+        metrics.update(
+            num_wrong=int(len(wrong)),
+            num_confident_wrong=int(len(confident)),
+            confident_threshold=float(cfg.confident_threshold),
+            roc_auc=auc,
+            roc_auc_macro=mean_or_none(auc.values()),
+            average_precision=ap,
+            average_precision_macro=mean_or_none(ap.values()),
+        )
+        tables = {
+            "predictions.csv": frame,
+            "wrong.csv": wrong,
+            "confident_wrong.csv": confident,
+            "classification_report.csv": report_table(report, labels),
+            "roc.csv": roc,
+            "pr.csv": pr,
+        }
+        for name, table in tables.items():
+            write_csv(results_dir / name, table)
         self._log_summary(metrics)
-        matrix = confusion_matrix(true, pred, labels=ids)
+
+        matrix = confusion_matrix(true, pred, labels=list(range(len(labels))))
         plot_confusion(matrix, labels, figures_dir / "confusion_matrix.png")
+        plot_confusion(
+            matrix,
+            labels,
+            figures_dir / "confusion_matrix_normalized.png",
+            title="Confusion matrix (row-normalized)",
+            normalized=True,
+        )
+        plot_curves(
+            roc,
+            "fpr",
+            "tpr",
+            auc,
+            "AUC",
+            figures_dir / "roc.png",
+            "ROC, one vs rest",
+            chance_diagonal=True,
+        )
+        plot_curves(
+            pr,
+            "recall",
+            "precision",
+            ap,
+            "AP",
+            figures_dir / "pr.png",
+            "Precision-recall",
+            steps=True,
+        )
+        plot_mistakes(
+            wrong.head(cfg.mistakes_grid), len(wrong), images, figures_dir / "mistakes.png"
+        )
         return metrics
 
     def prediction_records(self, outputs: torch.Tensor, labels: list[str]) -> list[dict]:
@@ -153,3 +200,84 @@ def binary_metrics(
         "recall": float(rec),
         "f1": float(f1),
     }
+
+
+def report_metrics(report: dict[str, Any], labels: list[str], accuracy: float) -> dict[str, Any]:
+    """Headline and per-class metrics, all read from sklearn's classification report."""
+    macro = report["macro avg"]
+    return {
+        "num_samples": int(report["weighted avg"]["support"]),
+        "accuracy": accuracy,
+        "precision_macro": float(macro["precision"]),
+        "recall_macro": float(macro["recall"]),
+        "f1_macro": float(macro["f1-score"]),
+        "per_class": {
+            name: {
+                "precision": float(report[name]["precision"]),
+                "recall": float(report[name]["recall"]),
+                "f1": float(report[name]["f1-score"]),
+                "support": int(report[name]["support"]),
+            }
+            for name in labels
+        },
+    }
+
+
+def prediction_table(
+    manifest: pd.DataFrame, true: np.ndarray, probs: np.ndarray, labels: list[str]
+) -> pd.DataFrame:
+    """One row per test sample, in test-split order (the index is the sample's position).
+
+    ``true`` and ``predicted`` feed the DVC confusion plots; the ``p_<class>`` columns let a
+    reader re-threshold or inspect near-misses without rerunning the model.
+    """
+    pred = probs.argmax(1)
+    frame = pd.DataFrame(
+        {
+            "path": manifest["path"].to_numpy(),
+            "true": [labels[i] for i in true],
+            "predicted": [labels[i] for i in pred],
+            "confidence": np.round(probs.max(1), 6),
+            "correct": (pred == true).astype(int),
+        }
+    )
+    for i, name in enumerate(labels):
+        frame[f"p_{name}"] = np.round(probs[:, i], 6)
+    return frame
+
+
+def report_table(report: dict[str, Any], labels: list[str]) -> pd.DataFrame:
+    """sklearn's classification report: the classes, then macro and weighted averages."""
+    return pd.DataFrame(
+        [
+            {
+                "class": name,
+                "precision": round(report[name]["precision"], 6),
+                "recall": round(report[name]["recall"], 6),
+                "f1": round(report[name]["f1-score"], 6),
+                "support": int(report[name]["support"]),
+            }
+            for name in [*labels, "macro avg", "weighted avg"]
+        ]
+    )
+
+
+def mean_or_none(values: Iterable[float | None]) -> float | None:
+    """Mean over the classes that have a score; None when none has."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def plot_mistakes(shown: pd.DataFrame, total: int, images: torch.Tensor, path: Path) -> None:
+    """The images of ``shown`` (rows of the prediction table, indexed by sample position)."""
+    captions = [
+        f"{t} \u2192 {p} {c:.2f}"
+        for t, p, c in zip(shown["true"], shown["predicted"], shown["confidence"], strict=True)
+    ]
+    plot_image_grid(
+        images[torch.tensor(shown.index.tolist(), dtype=torch.long)],
+        captions,
+        path,
+        f"Most confident mistakes ({len(shown)} of {total})",
+        empty_text="no mistakes" if total == 0 else "no mistakes drawn (evaluate.mistakes_grid: 0)",
+    )
