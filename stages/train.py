@@ -6,10 +6,11 @@ from pathlib import Path
 
 from dvclive import Live
 
+from visionpipe.cache import cached_images
 from visionpipe.checkpoint import save_checkpoint
-from visionpipe.data import load_images
+from visionpipe.class_weights import class_weights
 from visionpipe.io import write_json
-from visionpipe.manifests import read_split
+from visionpipe.manifests import fingerprint, read_split
 from visionpipe.models import build_model, count_parameters
 from visionpipe.params import Params, as_dict
 from visionpipe.runtime import choose_device, seed_everything, set_threads
@@ -26,6 +27,7 @@ LIVE_NAMES = {
     "val_accuracy": "val/accuracy",
     "val_f1_macro": "val/f1_macro",
     "lr": "lr",
+    "frozen_layers": "train/frozen_layers",
     "epoch_seconds": "train/epoch_seconds",
 }
 
@@ -42,9 +44,26 @@ def main(params: Params, args: argparse.Namespace) -> None:
     log.info("model %s, %d classes, initial weights: %s", m.arch, len(labels), built.weights_source)
 
     root, size = Path(params.data.path), m.image_size
-    train_x = load_images(root, train_m["path"].tolist(), size, desc="decoding train")
-    val_x = load_images(root, val_m["path"].tolist(), size, desc="decoding val")
     train_y, val_y = task.targets(train_m, labels), task.targets(val_m, labels)
+    weights = class_weights(params.train.class_weights, labels, train_y)
+    if weights is not None:
+        log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
+    criterion = task.loss(params, weights)
+    train_x = cached_images(root, train_m["path"].tolist(), size, desc="decoding train")
+    val_x = cached_images(root, val_m["path"].tolist(), size, desc="decoding val")
+    summary = {
+        "dataset": {
+            "fingerprint": fingerprint(args.splits),
+            "train_images": len(train_m),
+            "val_images": len(val_m),
+        },
+        "model": {
+            "arch": m.arch,
+            "parameters": count_parameters(built.model),
+            "input_size": size,
+            "initial_weights": built.weights_source,
+        },
+    }
 
     with Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None) as live:
 
@@ -57,6 +76,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
             built.model,
             task,
             params,
+            criterion,
             train_x,
             train_y,
             val_x,
@@ -69,6 +89,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
             "step": result.best_epoch,
             params.train.monitor: result.best_value,
         }
+        live.summary.update(summary)
+        live.summary["epochs_run"] = len(result.history)
+        live.summary["stopped_early"] = result.stopped_early
 
     built.model.load_state_dict(result.best_state)
     meta = {
@@ -81,11 +104,14 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "input": "RGB float or uint8, 0..255, N x 3 x H x W (normalization is inside the model)",
         "initial_weights": built.weights_source,
         "num_parameters": count_parameters(built.model),
+        "dataset_fingerprint": summary["dataset"]["fingerprint"],
         "best_epoch": result.best_epoch,
+        "history": result.history,
         "monitor": {params.train.monitor: result.best_value},
         "device": str(device),
         "threads": threads,
         "train_params": as_dict(params.train),
+        "augment_params": as_dict(params.augment),
     }
     save_checkpoint(args.model, built.model, meta)
     write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# decoded-image cache of every test run (and the dvc runs they start) kept out of ~/.cache
+os.environ["VISIONPIPE_CACHE"] = tempfile.mkdtemp(prefix="visionpipe-test-cache-")
 
 
 def write_image(path: Path, value: int = 128, size: tuple[int, int] = (24, 20), mode: str = "L"):

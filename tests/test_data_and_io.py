@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests.conftest import write_image
-from visionpipe.data import Normalizer, augment_batch, batches, load_images
+from visionpipe.data import Normalizer, batches, load_images
 from visionpipe.errors import DataError
 from visionpipe.io import atomic_path, write_json
 
@@ -19,17 +19,6 @@ def test_undecodable_image_names_the_file(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.png: cannot decode image"):
         load_images(tmp_path, ["bad.png"], 8)
-
-
-def test_augment_is_seeded_and_only_moves_pixels():
-    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    ops = ["hflip", "vflip", "rot90"]
-    a = augment_batch(x, ops, torch.Generator().manual_seed(1))
-    b = augment_batch(x, ops, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and a.dtype == torch.uint8
-    assert not torch.equal(a, x)
-    assert torch.equal(a.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
-    assert torch.equal(augment_batch(x, [], torch.Generator()), x)
 
 
 def test_normalizer_and_batches():

@@ -19,7 +19,7 @@ def test_lite0_uses_the_packaged_imagenet_weights():
     assert not torch.equal(scratch.model.net.conv_stem.weight, built.model.net.conv_stem.weight)
 
 
-@pytest.mark.parametrize("arch", ("efficientnet_lite0",) + TORCHVISION_ARCHS)
+@pytest.mark.parametrize("arch", ("efficientnet_lite0", *TORCHVISION_ARCHS, "small_cnn"))
 def test_every_architecture_builds_and_runs(arch):
     model = build_model(arch, 3, pretrained=False, dropout=0.3).model.eval()
     with torch.no_grad():
@@ -86,3 +86,23 @@ def test_checkpoint_round_trip(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(UserError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_small_cnn_has_no_pretrained_weights_and_says_so(caplog):
+    built = build_model("small_cnn", 6, pretrained=True, dropout=0.5)
+    assert built.weights_source == "scratch"
+    assert "no pretrained weights" in caplog.text
+    dropouts = [m.p for m in built.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [0.5, 0.5]
+
+
+def test_grayscale_input_runs_through_an_rgb_pretrained_backbone(tmp_path):
+    from PIL import Image
+
+    from visionpipe.data import load_images
+
+    Image.new("L", (40, 30), 90).save(tmp_path / "gray.png")
+    x = load_images(tmp_path, ["gray.png"], 32)  # replicated to 3 channels on decode
+    model = build_model("efficientnet_lite0", 2, pretrained=True).model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (1, 2)

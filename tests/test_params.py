@@ -43,8 +43,20 @@ def test_repo_params_are_valid():
         ("split.train", 1.2, "split.train: 1.2 is out of range, allowed > 0.0 and < 1.0"),
         ("split.val", 0, "split.val: 0.0 is out of range"),
         ("split.test", 0.3, "split: train + val + test must sum to 1, got 0.7 + 0.15 + 0.3"),
-        ("train.augment", ["hflip", "mosaic"], "train.augment: 'mosaic' is not one of hflip"),
-        ("train.augment", "hflip", "train.augment: expected a list of str, got 'hflip'"),
+        ("augment.ops", ["hflip", "mosaic"], "augment.ops: 'mosaic' is not one of hflip"),
+        ("augment.ops", "hflip", "augment.ops: expected a list of str, got 'hflip'"),
+        ("augment.crop_min_scale", 0.0, "augment.crop_min_scale: 0.0 is out of range"),
+        ("train.schedule", "step", "train.schedule: 'step' is not one of warmup_cosine, plateau"),
+        ("train.amp_dtype", "fp8", "train.amp_dtype: 'fp8' is not one of fp16, bf16"),
+        ("train.trainable_layers", -2, "train.trainable_layers: -2 is out of range, allowed >= -1"),
+        (
+            "train.class_weights",
+            "auto",
+            "train.class_weights: expected none, balanced or a mapping",
+        ),
+        ("train.class_weights", {"a": 0}, "train.class_weights.a: expected a positive number"),
+        ("train.class_weights", {"a": True}, "train.class_weights.a: expected a positive number"),
+        ("data.classes", "a,b", "data.classes: expected a list of str, got 'a,b'"),
         ("train.monitor", "val_auc", "train.monitor: 'val_auc' is not one of val_accuracy"),
         ("train.lr", KeyError, "train.lr: missing"),
         ("bogus", {}, "bogus: unknown key"),
@@ -56,6 +68,14 @@ def test_bad_values_name_the_key(path, value, message):
         params_from_dict(with_change(path, value))
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_class_weights_forms():
+    assert params_from_dict(with_change("train.class_weights", "balanced")).train.class_weights == (
+        "balanced"
+    )
+    mapping = params_from_dict(with_change("train.class_weights", {"a": 2, "b": 0.5}))
+    assert mapping.train.class_weights == {"a": 2.0, "b": 0.5}
 
 
 def test_int_accepted_for_float():
@@ -100,6 +120,6 @@ def test_stage_exits_with_one_line_before_work(tmp_path):
     err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert err_lines == [
         "error: model.arch: 'vgg99' is not one of efficientnet_lite0, resnet18, resnet34, "
-        "resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0"
+        "resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0, small_cnn"
     ]
     assert not (tmp_path / "live").exists()

@@ -1,8 +1,8 @@
-"""Images decoded once into memory, batched augmentation, normalization.
+"""Images decoded once into memory at training resolution, normalization, batch indices.
 
 Decoding and resizing PNGs every epoch is the slow part of a small model's epoch on a CPU, so
-each split is decoded once at the training resolution into a uint8 tensor and augmented as
-whole batches.
+each split is decoded once into a uint8 tensor (cached on disk by visionpipe.cache) and
+augmented as whole batches (visionpipe.augment).
 """
 
 from __future__ import annotations
@@ -50,26 +50,6 @@ def load_images(
         for i, arr in enumerate(tqdm(arrays, total=len(paths), desc=desc, unit="img")):
             out[i] = torch.from_numpy(arr)
     return out
-
-
-def augment_batch(x: torch.Tensor, ops: Sequence[str], gen: torch.Generator) -> torch.Tensor:
-    """Random flips and 90-degree rotations applied per sample on a (B, C, H, W) batch."""
-    if not ops or x.shape[0] == 0:
-        return x
-    n = x.shape[0]
-    x = x.clone()
-    if "hflip" in ops:
-        m = torch.rand(n, generator=gen) < 0.5
-        x[m] = x[m].flip(-1)
-    if "vflip" in ops:
-        m = torch.rand(n, generator=gen) < 0.5
-        x[m] = x[m].flip(-2)
-    if "rot90" in ops and x.shape[-1] == x.shape[-2]:
-        k = torch.randint(0, 4, (n,), generator=gen)
-        for turns in (1, 2, 3):
-            m = k == turns
-            x[m] = torch.rot90(x[m], turns, dims=(-2, -1))
-    return x
 
 
 class Normalizer(torch.nn.Module):

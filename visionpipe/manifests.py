@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -22,3 +23,12 @@ def read_splits(splits_dir: str | Path) -> pd.DataFrame:
     """All splits in one frame with a ``split`` column."""
     parts = [read_split(splits_dir, name).assign(split=name) for name in SPLITS]
     return pd.concat(parts, ignore_index=True)
+
+
+def fingerprint(splits_dir: str | Path) -> str:
+    """Short hash of the split manifests: which images, labels and splits a model saw."""
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        path = Path(splits_dir) / f"{name}.csv"
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()[:16]

@@ -133,7 +133,53 @@ def _torchvision(arch: str, num_classes: int, pretrained: bool, dropout: float, 
     return net, source
 
 
-BUILDERS: dict[str, Callable] = {"efficientnet_lite0": _efficientnet_lite0}
+class SmallCNN(nn.Module):
+    """Plain conv/pool blocks and a dense head: the from-scratch baseline for small datasets."""
+
+    def __init__(
+        self, num_classes: int, dropout: float, widths: tuple[int, ...] = (32, 64, 128, 256)
+    ):
+        super().__init__()
+        blocks, channels = [], 3
+        for width in widths:
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(width, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+            )
+            channels = width
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(channels, 128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+def _small_cnn(num_classes: int, pretrained: bool, dropout: float, weights: str):
+    net = SmallCNN(num_classes, dropout)
+    if weights:
+        net.load_state_dict(_load_file(weights))
+        return net, weights
+    if pretrained:
+        log.warning("model.arch small_cnn has no pretrained weights: training from scratch")
+    return net, "scratch"
+
+
+BUILDERS: dict[str, Callable] = {"efficientnet_lite0": _efficientnet_lite0, "small_cnn": _small_cnn}
 BUILDERS.update({a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCHVISION_ARCHS})
 
 
@@ -152,5 +198,49 @@ def build_model(
     return BuiltModel(ImageModel(net), source)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+HEAD_NAMES = ("classifier", "fc")
+
+
+def head(model: ImageModel) -> nn.Module:
+    """The task head (the layers replaced for this dataset), trainable in every freeze mode."""
+    for name in HEAD_NAMES:
+        if hasattr(model.net, name):
+            return getattr(model.net, name)
+    raise UserError(f"cannot find the head of {type(model.net).__name__} (looked for {HEAD_NAMES})")
+
+
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def _norm_only(module: nn.Module) -> bool:
+    owners = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    return all(isinstance(m, NORMS) for m in owners)
+
+
+def backbone_layers(model: ImageModel) -> list[nn.Module]:
+    """The backbone as an ordered list of layers, input side first, for partial freezing.
+
+    A layer is a direct child of the network or, for containers (the stages of torchvision and
+    timm networks), each of its children; modules without parameters are left out and a
+    norm-only module joins the layer before it (a stem conv and its BatchNorm are one layer).
+    """
+    head_module = head(model)
+    layers: list[list[nn.Module]] = []
+    for child in model.net.children():
+        if child is head_module:
+            continue
+        parts = (
+            list(child.children()) if isinstance(child, nn.Sequential | nn.ModuleList) else [child]
+        )
+        for part in parts:
+            if not any(True for _ in part.parameters()):
+                continue
+            if _norm_only(part) and layers:
+                layers[-1].append(part)
+            else:
+                layers.append([part])
+    return [nn.ModuleList(group) if len(group) > 1 else group[0] for group in layers]

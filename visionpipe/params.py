@@ -27,11 +27,23 @@ TORCHVISION_ARCHITECTURES = (
     "mobilenet_v3_large",
     "efficientnet_b0",
 )
-ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES)
+ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES, "small_cnn")
 TASKS = ("classification",)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 MONITORS = ("val_accuracy", "val_f1_macro", "val_loss")
-AUGMENTATIONS = ("hflip", "vflip", "rot90")
+AUGMENTATIONS = (
+    "hflip",
+    "vflip",
+    "rot90",
+    "rotate",
+    "resized_crop",
+    "color_jitter",
+    "autoaugment",
+    "trivialaugment",
+    "erasing",
+)
+SCHEDULES = ("warmup_cosine", "plateau", "none")
+AMP_DTYPES = ("fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATION = ("none", "static", "dynamic")
 
@@ -64,7 +76,14 @@ class Embedded:
 
 @dataclass(frozen=True)
 class Data:
+    """Images under ``path``: class folders, or a table (CSV/Excel inside ``path``) of labels."""
+
     path: str = "data/raw"
+    table: str = ""  # "": class folders; else a .csv/.xlsx file relative to path
+    sheet: str = ""  # Excel sheet name ("": the first sheet)
+    image_column: str = "image"
+    label_column: str = "label"
+    classes: list[str] = field(default_factory=list)  # []: every label found; else the only ones
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,32 @@ class Model:
     dropout: float = field(default=0.2, metadata=_range(0.0, 1.0))
 
 
+def _check_class_weights(key: str, value: Any) -> Any:
+    """``none``, ``balanced`` or a mapping of class name to a positive weight."""
+    if value in ("none", "balanced"):
+        return value
+    if isinstance(value, dict) and value:
+        for name, weight in value.items():
+            number = isinstance(weight, int | float) and not isinstance(weight, bool)
+            if not number or not math.isfinite(weight) or weight <= 0:
+                raise ParamsError(f"{key}.{name}: expected a positive number, got {weight!r}")
+        return {str(k): float(v) for k, v in value.items()}
+    raise ParamsError(
+        f"{key}: expected none, balanced or a mapping of class name to weight, got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random training augmentation, applied to whole batches of decoded images."""
+
+    ops: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90"])
+    rotate_degrees: float = field(default=15.0, metadata=_range(0.0, 180.0))
+    crop_min_scale: float = field(default=0.6, metadata=_range(0.05, 1.0))
+    jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    erasing_p: float = field(default=0.25, metadata=_range(0.0, 1.0))
+
+
 @dataclass(frozen=True)
 class Train:
     epochs: int = field(default=12, metadata=_range(1))
@@ -96,11 +141,19 @@ class Train:
     lr: float = field(default=1e-3, metadata=_range(0.0, open_=True))
     weight_decay: float = field(default=1e-4, metadata=_range(0.0))
     optimizer: str = field(default="adamw", metadata=_choice(*OPTIMIZERS))
+    schedule: str = field(default="warmup_cosine", metadata=_choice(*SCHEDULES))
+    warmup_epochs: float = field(default=1.0, metadata=_range(0.0))
+    plateau_patience: int = field(default=2, metadata=_range(0))
+    plateau_factor: float = field(default=0.3, metadata=_range(0.0, 1.0, open_=True))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    class_weights: Any = field(default="none", metadata={"check": _check_class_weights})
+    freeze_backbone_epochs: int = field(default=0, metadata=_range(0))
+    trainable_layers: int = field(default=-1, metadata=_range(-1))
+    early_stopping_patience: int = field(default=0, metadata=_range(0))
     monitor: str = field(default="val_f1_macro", metadata=_choice(*MONITORS))
-    augment: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90"])
     device: str = field(default="auto", metadata=_choice(*DEVICES))
     amp: bool = True
+    amp_dtype: str = field(default="fp16", metadata=_choice(*AMP_DTYPES))
     num_threads: int = field(default=0, metadata=_range(0))
 
 
@@ -108,6 +161,9 @@ class Train:
 class Evaluate:
     batch_size: int = field(default=64, metadata=_range(1))
     binary_positive: list[str] = field(default_factory=list)
+    confident_threshold: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    mistakes_grid: int = field(default=16, metadata=_range(0))
+    latency_runs: int = field(default=20, metadata=_range(1))
 
 
 @dataclass(frozen=True)
@@ -138,13 +194,14 @@ class Params:
     split: Split = field(default_factory=Split)
     eda: Eda = field(default_factory=Eda)
     model: Model = field(default_factory=Model)
+    augment: Augment = field(default_factory=Augment)
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
     export: Export = field(default_factory=Export)
     simulate: Simulate = field(default_factory=Simulate)
 
 
-_ELEMENT_CHOICES = {("train", "augment"): AUGMENTATIONS}
+_ELEMENT_CHOICES = {("augment", "ops"): AUGMENTATIONS}
 
 
 def _type_name(tp: Any) -> str:
@@ -159,6 +216,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
+    if "check" in meta:
+        return meta["check"](key, value)
     if typing.get_origin(tp) is list:
         (elem,) = typing.get_args(tp)
         if not isinstance(value, list) or not all(isinstance(v, elem) for v in value):

@@ -1,7 +1,7 @@
-"""The training loop shared by all tasks: optimizer, schedule, per-epoch validation, best model.
+"""The training loop shared by all tasks: optimizer, schedule, freezing, early stopping.
 
-Plain and explicit in the manner of the torchvision references. Per-epoch metrics go to dvclive;
-the caller decides where the best weights are saved.
+Plain and explicit in the manner of the torchvision references. Per-epoch metrics go to a
+callback (dvclive in the train stage); the caller decides where the best weights are saved.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from visionpipe.data import augment_batch, batches
+from visionpipe.augment import augment_batch
+from visionpipe.data import batches
 from visionpipe.evaluation import predict
+from visionpipe.freezing import apply_freeze, frozen_layers
 from visionpipe.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -31,14 +33,18 @@ class FitResult:
     best_value: float
     history: list[dict[str, float]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
+    stopped_early: bool = False
 
 
 def make_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:
-    """AdamW/Adam/SGD; no weight decay on biases and norm parameters."""
+    """AdamW/Adam/SGD over every parameter; no weight decay on biases and norm parameters.
+
+    Frozen parameters stay in the optimizer: they get no gradient, so it skips them until they
+    are unfrozen, and one optimizer serves the whole freeze schedule.
+    """
     decay, no_decay = [], []
     for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+        (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -49,11 +55,77 @@ def make_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:
     return cls(groups, lr=train.lr)
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    # fp16 autocast on CUDA only: on this kind of CPU bf16 slowed depthwise nets down
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+class Schedule:
+    """The learning-rate schedule behind one interface: stepped per batch and per epoch."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, train: Any, steps_per_epoch: int):
+        self.kind = train.schedule
+        self.plateau = None
+        self.per_step = None
+        if self.kind == "warmup_cosine":
+            total = max(train.epochs * steps_per_epoch, 1)
+            warmup = min(round(train.warmup_epochs * steps_per_epoch), total - 1)
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / (warmup + 1)
+                progress = (step - warmup) / max(total - warmup, 1)
+                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+            self.per_step = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        elif self.kind == "plateau":
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=train.plateau_factor, patience=train.plateau_patience
+            )
+
+    def step_batch(self) -> None:
+        if self.per_step is not None:
+            self.per_step.step()
+
+    def step_epoch(self, val_loss: float) -> None:
+        if self.plateau is not None:
+            self.plateau.step(val_loss)
+
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    # mixed precision on CUDA only: on this kind of CPU bf16 slowed depthwise nets down
+    if dtype is not None and device.type == "cuda":
+        return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+
+class TrainStep:
+    """One optimization step on a uint8 batch: device transfer, channels-last, autocast, scaler.
+
+    Shared by the training loop and the data-path benchmark, so the benchmark times exactly
+    what training does.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        criterion: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        amp_dtype: torch.dtype | None = None,
+    ):
+        self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        self.device, self.amp_dtype = device, amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True)
+        with _autocast(self.device, self.amp_dtype):
+            loss = self.criterion(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
 
 
 def is_better(value: float, best: float, mode: str) -> bool:
@@ -64,6 +136,7 @@ def fit(
     model: torch.nn.Module,
     task: Task,
     params: Any,
+    criterion: torch.nn.Module,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     val_x: torch.Tensor,
@@ -72,27 +145,26 @@ def fit(
     gen: torch.Generator,
     log_epoch: Callable[[int, dict[str, float]], None],
 ) -> FitResult:
-    """Train for ``params.train.epochs``; keep the weights of the best epoch by the monitor."""
+    """Train up to ``params.train.epochs``; keep the weights of the best epoch by the monitor.
+
+    Stops early after ``early_stopping_patience`` epochs without improvement (0: never); the
+    returned ``best_state`` is always the best epoch's, so stopping early restores it.
+    """
     cfg = params.train
     model.to(device).to(memory_format=torch.channels_last)
-    criterion = task.loss(params).to(device)
+    criterion = criterion.to(device)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=cfg.lr,
-        total_steps=cfg.epochs * steps_per_epoch,
-        pct_start=min(0.3, 1.0 / cfg.epochs),
-        anneal_strategy="cos",
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    schedule = Schedule(optimizer, cfg, math.ceil(len(train_x) / cfg.batch_size))
+    amp_dtype = AMP_DTYPES[cfg.amp_dtype] if cfg.amp and device.type == "cuda" else None
+    step = TrainStep(model, criterion, optimizer, device, amp_dtype)
     monitor = cfg.monitor.removeprefix("val_")
     mode = task.monitor_modes[monitor]
     result = FitResult(best_epoch=-1, best_value=-math.inf if mode == "max" else math.inf)
 
     for epoch in range(cfg.epochs):
+        frozen = frozen_layers(model, epoch, cfg.freeze_backbone_epochs, cfg.trainable_layers)
         model.train()
+        apply_freeze(model, frozen)
         start, total, seen = time.perf_counter(), 0.0, 0
         bar = tqdm(
             list(batches(len(train_x), cfg.batch_size, shuffle=True, gen=gen)),
@@ -100,28 +172,23 @@ def fit(
             unit="batch",
         )
         for idx in bar:
-            x = augment_batch(train_x[idx], cfg.augment, gen)
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = train_y[idx].to(device, non_blocking=True)
-            with _autocast(device, use_amp):
-                loss = criterion(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total += loss.item() * len(idx)
+            x = augment_batch(train_x[idx], params.augment, gen)
+            loss = step(x, train_y[idx])
+            schedule.step_batch()
+            total += loss * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         train_time = time.perf_counter() - start
 
-        with _autocast(device, use_amp):
+        with _autocast(device, amp_dtype):
             outputs = predict(model, val_x, cfg.batch_size * 2, device, progress=False)
-        val_loss = float(criterion(outputs, val_y).item())
+        val_loss = float(criterion(outputs.to(device), val_y.to(device)).item())
         metrics = {"train_loss": total / max(seen, 1), "val_loss": val_loss}
         metrics.update({f"val_{k}": v for k, v in task.epoch_metrics(outputs, val_y).items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["frozen_layers"] = float(len(frozen))
         metrics["epoch_seconds"] = train_time
+        schedule.step_epoch(val_loss)
         result.history.append(metrics)
         log_epoch(epoch, metrics)
 
@@ -137,4 +204,16 @@ def fit(
             len(train_x) / train_time,
             " *best*" if result.best_epoch == epoch else "",
         )
+        patience = cfg.early_stopping_patience
+        if patience and epoch - result.best_epoch >= patience and epoch + 1 < cfg.epochs:
+            log.info(
+                "early stopping: no %s improvement for %d epochs; restoring epoch %d",
+                cfg.monitor,
+                patience,
+                result.best_epoch + 1,
+            )
+            result.stopped_early = True
+            break
+    for p in model.parameters():
+        p.requires_grad_(True)
     return result
