@@ -36,6 +36,11 @@ def main(params: Params, args: argparse.Namespace) -> None:
     task = get_task(params.base.task)
     train_m, val_m = read_split(args.splits, "train"), read_split(args.splits, "val")
     labels = task.labels(train_m)
+    train_y, val_y = task.targets(train_m, labels), task.targets(val_m, labels)
+    weights = class_weights(params.train.class_weights, labels, train_y)
+    if weights is not None:
+        log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
+    criterion = task.loss(params, weights)
     gen = seed_everything(params.base.seed)
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)
@@ -44,11 +49,6 @@ def main(params: Params, args: argparse.Namespace) -> None:
     log.info("model %s, %d classes, initial weights: %s", m.arch, len(labels), built.weights_source)
 
     root, size = Path(params.data.path), m.image_size
-    train_y, val_y = task.targets(train_m, labels), task.targets(val_m, labels)
-    weights = class_weights(params.train.class_weights, labels, train_y)
-    if weights is not None:
-        log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
-    criterion = task.loss(params, weights)
     train_x = cached_images(root, train_m["path"].tolist(), size, desc="decoding train")
     val_x = cached_images(root, val_m["path"].tolist(), size, desc="decoding val")
     summary = {

@@ -175,3 +175,57 @@ def test_bad_params_and_missing_path_fail_before_work(tmp_path):
     proc = run(repo2, "dvc", "repro", "prepare", check=False)
     assert proc.returncode != 0
     assert "does/not/exist" in proc.stderr + proc.stdout
+
+
+def test_labels_sheet_and_training_recipe_through_dvc(tmp_path):
+    """A user's Excel sheet of labels and the recipe knobs, through `dvc repro train`."""
+    import pandas as pd
+
+    overrides = {
+        **TINY,
+        "data": {
+            "path": "mydata",
+            "table": "labels.xlsx",
+            "sheet": "grades",
+            "image_column": "file",
+            "label_column": "grade",
+        },
+        "model": {"arch": "efficientnet_lite0", "image_size": 32},
+        "augment": {"ops": ["hflip", "rotate", "resized_crop", "color_jitter", "erasing"]},
+        "train": {
+            "epochs": 3,
+            "batch_size": 8,
+            "schedule": "plateau",
+            "class_weights": "balanced",
+            "freeze_backbone_epochs": 1,
+            "early_stopping_patience": 1,
+            "monitor": "val_loss",
+        },
+    }
+    repo = copy_repo(tmp_path / "repo", overrides)
+    make_class_folders(repo / "mydata", {"ripe": 9, "rotten": 6})
+    rows = [
+        {"file": p.relative_to(repo / "mydata").as_posix(), "grade": p.parent.name}
+        for p in sorted((repo / "mydata").rglob("*.png"))
+    ]
+    rows.append({"file": "ripe/ripe_000.png", "grade": None})  # no label: dropped, counted
+    rows[0]["grade"] = None
+    rows.append({"file": "ripe/missing.png", "grade": "ripe"})  # no file: dropped, listed
+    with pd.ExcelWriter(repo / "mydata/labels.xlsx") as writer:
+        pd.DataFrame({"x": [1]}).to_excel(writer, sheet_name="notes", index=False)
+        pd.DataFrame(rows).to_excel(writer, sheet_name="grades", index=False)
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "my sheet")
+    run(repo, "dvc", "repro", "train")
+
+    report = __import__("json").loads((repo / "results/prepare/data_report.json").read_text())
+    assert report["layout"] == "table" and report["num_images"] == 14
+    assert report["num_missing_label"] == 2 and report["num_missing_file"] == 1
+    train = dvc_json(repo, "metrics", "show")[""]["data"]["results/train/metrics.json"]["data"]
+    assert train["model"]["arch"] == "efficientnet_lite0" and train["model"]["input_size"] == 32
+    assert train["model"]["parameters"] > 1_000_000
+    assert len(train["dataset"]["fingerprint"]) == 16
+    assert 1 <= train["epochs_run"] <= 3
+    frozen = (repo / "results/train/plots/metrics/train/frozen_layers.tsv").read_text()
+    assert frozen.splitlines()[1].split("\t")[1] == "9"  # epoch 0: the whole backbone frozen
+    assert run(repo, "dvc", "status", "train").stdout.strip().endswith("up to date.")

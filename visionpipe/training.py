@@ -166,8 +166,10 @@ def fit(
         model.train()
         apply_freeze(model, frozen)
         start, total, seen = time.perf_counter(), 0.0, 0
+        # a last batch of one sample is left out: BatchNorm cannot train on a single sample
+        order = list(batches(len(train_x), cfg.batch_size, shuffle=True, gen=gen))
         bar = tqdm(
-            list(batches(len(train_x), cfg.batch_size, shuffle=True, gen=gen)),
+            [idx for idx in order if len(idx) > 1 or len(order) == 1],
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
         )
@@ -186,7 +188,7 @@ def fit(
         metrics = {"train_loss": total / max(seen, 1), "val_loss": val_loss}
         metrics.update({f"val_{k}": v for k, v in task.epoch_metrics(outputs, val_y).items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
-        metrics["frozen_layers"] = float(len(frozen))
+        metrics["frozen_layers"] = len(frozen)
         metrics["epoch_seconds"] = train_time
         schedule.step_epoch(val_loss)
         result.history.append(metrics)
