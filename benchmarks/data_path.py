@@ -8,8 +8,8 @@ Times, on the same model, images and optimizer step (visionpipe.training.TrainSt
   (c) limit: the same number of steps on one batch that is already in memory.
 and prints seconds per epoch and the ratios a/c and b/c.
 
-    python benchmarks/data_path.py --arch efficientnet_lite0 --size 160
-    python benchmarks/data_path.py --arch mobilenet_v3_small --size 128
+    python -m benchmarks.data_path --arch efficientnet_lite0 --size 160
+    python -m benchmarks.data_path --arch mobilenet_v3_small --size 128
 
 Run after `dvc repro split` (it reads data/splits/train.csv and the images under data/raw).
 """
