@@ -2,7 +2,9 @@
 
 The reading and validation helpers are generic (any column, any task) so a regression source can
 reuse them; ``scan_table`` is the classification scan and yields the same manifest as
-``scan_folder``. Messages name rows as the user sees them in the spreadsheet (header = row 1).
+``scan_folder``; ``scan_regression_table`` reads a numeric target (and optional group and
+metadata columns) per image. Messages name rows as the user sees them in the spreadsheet
+(header = row 1).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import posixpath
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PureWindowsPath
@@ -96,10 +99,22 @@ def read_table(path: Path, sheet: str = "") -> pd.DataFrame:
 
 def require_columns(frame: pd.DataFrame, columns: dict[str, str], path: Path | str) -> None:
     """Fail early, naming the param to fix, when a configured column is not in the table."""
-    missing = [f"{key} '{name}'" for key, name in columns.items() if name not in frame.columns]
+    _require_columns(frame, list(columns.items()), path)
+
+
+def _require_columns(
+    frame: pd.DataFrame, columns: Sequence[tuple[str, str]], path: Path | str
+) -> None:
+    """``require_columns`` for (param key, column) pairs, where one key may name several columns
+    (``data.metadata_columns``): all the missing ones go into one error."""
+    missing: dict[str, list[str]] = {}
+    for key, name in columns:
+        if name not in frame.columns:
+            missing.setdefault(key, []).append(f"'{name}'")
     if missing:
+        listed = ", ".join(f"{key} {', '.join(names)}" for key, names in missing.items())
         have = ", ".join(str(c) for c in frame.columns)
-        raise UserError(f"{path}: {', '.join(missing)} not in the table; its columns: {have}")
+        raise UserError(f"{path}: {listed} not in the table; its columns: {have}")
 
 
 def sheet_row(index: int) -> int:
@@ -149,6 +164,28 @@ def resolve_image_path(value: Any, root: Path, row: int, table: Path | str = "")
     return norm
 
 
+def _locate_table(root: str | Path, table: str | Path) -> tuple[Path, Path]:
+    """``root`` (``data.path``) checked to be a folder, and the table file inside it."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: data path does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: data path is not a directory")
+    rel_table = posixpath.normpath(str(table).replace("\\", "/")) if str(table) else ""
+    if not rel_table or rel_table.startswith(("/", "../")) or rel_table in (".", ".."):
+        raise UserError(f"data.table '{table}': expected a table file inside data.path ({root})")
+    return root, root / rel_table
+
+
+def _check_images(
+    root: Path, rels: Sequence[str], workers: int
+) -> list[tuple[int, int, str] | str]:
+    """``check_image`` of every path (relative to ``root``), in order, decoded in threads."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        checks = pool.map(check_image, (root / rel for rel in rels))
+        return list(tqdm(checks, total=len(rels), desc="checking images", unit="img"))
+
+
 def scan_table(
     root: str | Path,
     table: str | Path,
@@ -163,15 +200,7 @@ def scan_table(
     Rows without a label, rows whose file is missing and undecodable files are skipped and listed
     with their row; a bad path, a label outside ``classes`` or an image listed twice is an error.
     """
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"{root}: data path does not exist")
-    if not root.is_dir():
-        raise DataError(f"{root}: data path is not a directory")
-    rel_table = posixpath.normpath(str(table).replace("\\", "/")) if str(table) else ""
-    if not rel_table or rel_table.startswith(("/", "../")) or rel_table in (".", ".."):
-        raise UserError(f"data.table '{table}': expected a table file inside data.path ({root})")
-    path = root / rel_table
+    root, path = _locate_table(root, table)
     frame = read_table(path, sheet)
     require_columns(
         frame, {"data.image_column": image_column, "data.label_column": label_column}, path
@@ -215,19 +244,13 @@ def scan_table(
         raise DataError(f"{path}: found 1 class ({class_list[0]}); need at least two")
 
     rows = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        checks = pool.map(check_image, (root / rel for _, rel, _ in candidates))
-        for (row, rel, label), result in tqdm(
-            zip(candidates, checks, strict=True),
-            total=len(candidates),
-            desc="checking images",
-            unit="img",
-        ):
-            if isinstance(result, str):
-                skipped.append({"path": rel, "reason": result, "row": row})
-            else:
-                width, height, mode = result
-                rows.append((rel, label, "", width, height, mode))
+    checks = _check_images(root, [rel for _, rel, _ in candidates], workers)
+    for (row, rel, label), result in zip(candidates, checks, strict=True):
+        if isinstance(result, str):
+            skipped.append({"path": rel, "reason": result, "row": row})
+        else:
+            width, height, mode = result
+            rows.append((rel, label, "", width, height, mode))
     samples = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     skipped.sort(key=lambda item: item["row"])
 
@@ -263,4 +286,193 @@ def table_report(scan: ScanResult) -> dict:
     for name, n in counts.items():
         report[f"num_{name}"] = n
         report[f"percent_{name}"] = round(100 * n / table_rows, 2) if table_rows else 0.0
+    return report
+
+
+# --- regression: a numeric target per image (e.g. plant fresh weight), optional group ---------
+
+MISSING_TARGET = "missing target"
+NON_NUMERIC_TARGET = "non-numeric target"  # the reason goes on with the cell: "... 'n/a'"
+MISSING_GROUP = "missing group"
+REGRESSION_COLUMNS = ["path", "target", "group", "split", "width", "height", "mode"]
+MIN_REGRESSION_ROWS = 3
+# a plain decimal number, as text: "12.5", "-3", ".5", "1e3"; not "12,5", "12.5kg", "inf", "nan"
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# why a row was skipped, as report key and as words; "undecodable" is any check_image reason
+_SKIP_KINDS = {
+    "missing_target": MISSING_TARGET,
+    "non_numeric_target": NON_NUMERIC_TARGET,
+    "missing_group": MISSING_GROUP,
+    "missing_file": FILE_NOT_FOUND,
+    "undecodable": "undecodable",
+}
+
+
+def _parse_target(value: Any) -> float | str:
+    """A target cell as a finite float, or the reason it is unusable (the cell is not empty)."""
+    numeric = isinstance(value, int | float | np.integer | np.floating)
+    numeric = numeric and not isinstance(value, bool | np.bool_)  # TRUE/FALSE is no measurement
+    as_text = isinstance(value, str) and _NUMBER.fullmatch(value.strip()) is not None
+    number = float(value) if numeric or as_text else math.nan
+    if math.isfinite(number):
+        return number
+    return f"{NON_NUMERIC_TARGET} '{cell_text(value)}'"
+
+
+def _skip_kind(reason: str) -> str:
+    if reason == MISSING_TARGET:
+        return "missing_target"
+    if reason.startswith(NON_NUMERIC_TARGET):
+        return "non_numeric_target"
+    if reason == MISSING_GROUP:
+        return "missing_group"
+    if reason == FILE_NOT_FOUND:
+        return "missing_file"
+    return "undecodable"  # check_image's reasons
+
+
+def scan_regression_table(
+    root: str | Path,
+    table: str | Path,
+    sheet: str = "",
+    image_column: str = "image",
+    target_column: str = "target",
+    group_column: str = "",
+    metadata_columns: Sequence[str] = (),
+    workers: int = 4,
+) -> ScanResult:
+    """Regression samples (a numeric target per image) from a table inside ``root``.
+
+    Skipped and listed with their row: an empty or non-numeric target (numbers stored as text,
+    like "12.5", are fine; "n/a", "12,5kg", "inf" are not), an empty group (when
+    ``group_column`` is set), a missing file, an undecodable image. A bad image path or an image
+    listed twice is an error, and so are fewer than ``MIN_REGRESSION_ROWS`` usable rows.
+
+    The manifest has ``REGRESSION_COLUMNS`` (target float, group text: plant 7 is "7", "" with
+    no group column, split "") then the ``metadata_columns`` as read; ``classes`` is empty.
+    """
+    if isinstance(metadata_columns, str):
+        metadata_columns = [metadata_columns]
+    metadata = list(dict.fromkeys(str(c) for c in metadata_columns))
+    root, path = _locate_table(root, table)
+    frame = read_table(path, sheet)
+    keys = {"data.image_column": image_column, "data.target_column": target_column}
+    if group_column:
+        keys["data.group_column"] = group_column
+    _require_columns(
+        frame, [*keys.items(), *(("data.metadata_columns", c) for c in metadata)], path
+    )
+    named = list(keys.items())
+    for i, (key, column) in enumerate(named):
+        for other, other_column in named[i + 1 :]:
+            if column == other_column:
+                raise UserError(f"{key} and {other} are both '{column}'")
+    clashes = [c for c in metadata if c in REGRESSION_COLUMNS]
+    if clashes:
+        raise UserError(
+            f"data.metadata_columns: {', '.join(repr(c) for c in clashes)} would replace a "
+            f"manifest column ({', '.join(REGRESSION_COLUMNS)}); rename it in the table"
+        )
+
+    skipped: list[dict] = []
+    candidates: list[tuple[Any, int, str, float, str]] = []  # (index, row, rel, target, group)
+    first_row: dict[str, int] = {}
+    groups = frame[group_column] if group_column else pd.Series("", index=frame.index)
+    for index, image_value, target_value, group_value in zip(
+        frame.index, frame[image_column], frame[target_column], groups, strict=True
+    ):
+        row = sheet_row(index)
+        target = _parse_target(target_value) if cell_text(target_value) else MISSING_TARGET
+        group = cell_text(group_value)
+        if isinstance(target, str) or (group_column and not group):
+            reason = target if isinstance(target, str) else MISSING_GROUP
+            skipped.append({"path": cell_text(image_value), "reason": reason, "row": row})
+            continue
+        rel = resolve_image_path(image_value, root, row, table=path)
+        if rel in first_row:
+            raise DataError(f"{path} rows {first_row[rel]} and {row}: image '{rel}' listed twice")
+        first_row[rel] = row
+        if not (root / rel).is_file():
+            skipped.append({"path": rel, "reason": FILE_NOT_FOUND, "row": row})
+            continue
+        candidates.append((index, row, rel, target, group))
+
+    rows, kept = [], []
+    checks = _check_images(root, [rel for _, _, rel, _, _ in candidates], workers)
+    for (index, row, rel, target, group), result in zip(candidates, checks, strict=True):
+        if isinstance(result, str):
+            skipped.append({"path": rel, "reason": result, "row": row})
+        else:
+            width, height, mode = result
+            rows.append((rel, target, group, "", width, height, mode))
+            kept.append(index)
+    skipped.sort(key=lambda item: item["row"])
+    if len(rows) < MIN_REGRESSION_ROWS:
+        kinds = [_skip_kind(item["reason"]) for item in skipped]
+        why = ", ".join(
+            f"{kinds.count(kind)} {words}" for kind, words in _SKIP_KINDS.items() if kind in kinds
+        )
+        raise DataError(
+            f"{path}: {len(rows)} usable row(s) with an image and a numeric target in column "
+            f"'{target_column}' (data.target_column); need at least {MIN_REGRESSION_ROWS}"
+            + (f" ({len(skipped)} row(s) skipped: {why})" if skipped else "")
+        )
+
+    samples = pd.DataFrame(rows, columns=REGRESSION_COLUMNS).astype({"target": float})
+    if metadata:
+        extra = frame.loc[kept, metadata].reset_index(drop=True)
+        samples = pd.concat([samples, extra], axis=1)
+    n_missing = sum(item["reason"] == MISSING_TARGET for item in skipped)
+    if n_missing:
+        log.warning("%s: dropped %d row(s) without a target", path, n_missing)
+    for item in skipped:
+        if item["reason"] != MISSING_TARGET:
+            log.warning(
+                "skipped %s row %d (%s): %s", path, item["row"], item["path"], item["reason"]
+            )
+    return ScanResult(root, "table", [], samples, skipped)
+
+
+def _significant(value: float, digits: int = 6) -> float | None:
+    """``value`` rounded to ``digits`` significant digits; None (JSON null) when not finite."""
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+
+
+def regression_report(scan: ScanResult) -> dict:
+    """Summary of a ``scan_regression_table`` result: why table rows were dropped (counts and
+    percent of the non-blank data rows), target statistics of the kept rows, groups, and every
+    skipped row. Built here: ``data_report`` counts per class, and regression has none."""
+    samples = scan.samples
+    reasons = [item["reason"] for item in scan.skipped]
+    kinds = [_skip_kind(reason) for reason in reasons]
+    table_rows = len(samples) + len(reasons)
+    report: dict[str, Any] = {
+        "root": str(scan.root),
+        "layout": scan.layout,
+        "task": "regression",
+        "num_table_rows": table_rows,
+        "num_images": int(len(samples)),
+        "num_skipped": len(reasons),
+    }
+    for kind in _SKIP_KINDS:
+        n = kinds.count(kind)
+        report[f"num_{kind}"] = n
+        report[f"percent_{kind}"] = round(100 * n / table_rows, 2) if table_rows else 0.0
+    stats = samples["target"].astype(float).describe()
+    names = {"mean": "mean", "std": "std", "min": "min", "25%": "25%", "50%": "median"}
+    names.update({"75%": "75%", "max": "max"})  # describe()'s names, in its order
+    report["target"] = {
+        "count": int(stats["count"]),
+        **{name: _significant(float(stats[key])) for key, name in names.items()},
+    }
+    groups = samples["group"].astype(str)
+    if len(groups) and (groups != "").any():  # kept rows all have a group when one is set
+        per_group = groups.value_counts()
+        report["num_groups"] = int(len(per_group))
+        report["images_per_group"] = {
+            "max": int(per_group.max()),
+            "mean": round(float(per_group.mean()), 2),
+        }
+    report["metadata_columns"] = [str(c) for c in samples.columns[len(REGRESSION_COLUMNS) :]]
+    report["skipped"] = scan.skipped
     return report
