@@ -74,13 +74,11 @@ def limit_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, steps: int) -
         step(x, y)
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds(fn) -> float:
+    """Wall time of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -132,7 +130,7 @@ def main() -> None:
             ("baseline", lambda: baseline_epoch(step, loader)),
             ("limit", lambda: limit_epoch(step, one_batch, one_y, steps)),
         ):
-            results.setdefault(name, []).append(timed(fn, 1))
+            results.setdefault(name, []).append(seconds(fn))
     a, b, c = (statistics.median(results[k]) for k in ("pipeline", "baseline", "limit"))
     print(
         f"{args.arch} {args.size}px, batch {args.batch_size}, {len(x)} images, {steps} steps, "
