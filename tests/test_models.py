@@ -106,3 +106,11 @@ def test_grayscale_input_runs_through_an_rgb_pretrained_backbone(tmp_path):
     model = build_model("efficientnet_lite0", 2, pretrained=True).model.eval()
     with torch.no_grad():
         assert model(x).shape == (1, 2)
+
+
+def test_a_network_without_a_known_head_is_named_in_the_error():
+    from visionpipe.models import ImageModel, backbone_layers
+
+    model = ImageModel(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    with pytest.raises(UserError, match=r"cannot find the head of Sequential"):
+        backbone_layers(model)
