@@ -5,6 +5,7 @@ from visionpipe import eda, export
 from visionpipe.models import build_model
 from visionpipe.sources import elpv
 from visionpipe.sources.folder import scan_folder
+from visionpipe.sources.table import read_table, scan_regression_table, scan_table
 from visionpipe.tasks import get_task
 
 
@@ -14,13 +15,41 @@ def test_elpv_materializes_class_folders_with_licence(tmp_path):
     assert set(labels["label"]) == set(elpv.GRADES.values())
     out = tmp_path / "raw"
     table = elpv.materialize(out, max_per_class=3)
+    assert list(table.columns) == ["image", "grade", "defect_probability", "cell_type"]
     assert len(table) == 12
     assert "Attribution-NonCommercial-ShareAlike" in (out / "LICENSE.md").read_text()
+    assert not (out / "elpv_labels.csv").exists()
+    sheet = read_table(out / elpv.TABLE, elpv.SHEET)
+    assert elpv.TABLE == "elpv_cells.xlsx" and elpv.SHEET == "cells"
+    assert list(sheet.columns) == ["image", "grade", "defect_probability", "cell_type"]
+    assert len(sheet) == 12 and sheet["image"].is_unique
+    assert all((out / image).is_file() for image in sheet["image"])
+    assert (sheet["image"].str.split("/").str[0] == sheet["grade"]).all()
+    assert sheet.sort_values(["grade", "image"]).index.tolist() == list(range(12))
+    assert set(sheet["defect_probability"]) == {0.0, 1 / 3, 2 / 3, 1.0}  # floats exact
+    assert set(sheet["cell_type"]) <= {"mono", "poly"}
+    assert sheet.astype(object).equals(table.astype(object))
     scan = scan_folder(out)  # the same code path a user's folder takes
     assert scan.classes == sorted(elpv.GRADES.values()) and len(scan.samples) == 12
     assert set(scan.samples["mode"]) == {"L"} and set(scan.samples["width"]) == {300}
+    first = (out / elpv.TABLE).read_bytes()
     again = elpv.materialize(out, max_per_class=3)  # rerun replaces, never mixes
     assert again.equals(table) and len(list(out.rglob("*.png"))) == 12
+    assert (out / elpv.TABLE).read_bytes() == first  # DVC sees the same output
+
+
+def test_elpv_sheet_reads_through_the_table_sources(tmp_path):
+    out = tmp_path / "raw"
+    elpv.materialize(out, max_per_class=3)
+    classes = scan_table(out, elpv.TABLE, elpv.SHEET, "image", "grade", [])
+    assert classes.classes == sorted(elpv.GRADES.values()) and len(classes.samples) == 12
+    assert not classes.skipped
+    regression = scan_regression_table(
+        out, elpv.TABLE, elpv.SHEET, "image", "defect_probability", "", ["cell_type"]
+    )
+    assert len(regression.samples) == 12 and not regression.skipped
+    assert set(regression.samples["target"]) == {0.0, 1 / 3, 2 / 3, 1.0}
+    assert set(regression.samples["cell_type"]) <= {"mono", "poly"}
 
 
 def test_eda_figures_and_stats(tmp_path):

@@ -1,8 +1,21 @@
-"""The embedded default: the elpv-dataset package's solar-cell images as class folders.
+"""The embedded default: the elpv-dataset package's solar-cell images, as a user would bring them.
 
-The images are written exactly as a user would bring their own data (one folder per class), so
-the default run exercises the same folder code path. The package's licence (CC BY-NC-SA) is
-copied from the installed distribution at run time; the images are never committed.
+The images are written as class folders (one folder per grade) AND listed in the Excel sheet
+``SHEET`` of ``TABLE`` inside the same folder, so the default run can take either the class-folder
+code path or the user's table code path (``visionpipe.sources.table``: classification on column
+``grade``, regression on ``defect_probability`` with ``cell_type`` as metadata)::
+
+    <out_dir>/
+        0_functional/cell0004.png ...
+        1_possibly_defective/ ...
+        2_likely_defective/ ...
+        3_defective/ ...
+        elpv_cells.xlsx   sheet "cells": image, grade, defect_probability, cell_type
+        LICENSE.md
+
+The workbook's bytes depend only on its content (``visionpipe.xlsx``), so DVC sees the same
+output on every rerun. The package's licence (CC BY-NC-SA) is copied from the installed
+distribution at run time; the images are never committed.
 """
 
 from __future__ import annotations
@@ -16,10 +29,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from visionpipe.errors import DataError
+from visionpipe.xlsx import write_xlsx
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTION = "elpv-dataset"
+TABLE = "elpv_cells.xlsx"  # inside the output folder, beside the class folders
+SHEET = "cells"
+TABLE_COLUMNS = ["image", "grade", "defect_probability", "cell_type"]
 # defect probability -> class folder; the numeric prefix keeps the grades in order
 GRADES = {
     0.0: "0_functional",
@@ -62,7 +79,12 @@ def read_labels() -> pd.DataFrame:
 
 
 def materialize(out_dir: str | Path, max_per_class: int = 0) -> pd.DataFrame:
-    """Copy the images into ``out_dir/<grade>/``; all at once or not at all (atomic rename)."""
+    """Copy the images into ``out_dir/<grade>/`` and list them in ``TABLE``; return that table.
+
+    One row per image (``TABLE_COLUMNS``: the path relative to ``out_dir``, the grade folder, the
+    package's defect probability as read, mono/poly), sorted by grade then image. The folder is
+    written all at once or not at all (atomic rename), replacing any earlier one.
+    """
     out_dir = Path(out_dir)
     src = _package_dir()
     labels = read_labels().sort_values(["label", "image"], kind="stable")
@@ -83,8 +105,8 @@ def materialize(out_dir: str | Path, max_per_class: int = 0) -> pd.DataFrame:
         name = Path(image).name
         shutil.copyfile(src / image, tmp / label / name)
         rows.append((f"{label}/{name}", label, prob, cell_type))
-    table = pd.DataFrame(rows, columns=["path", "label", "defect_probability", "cell_type"])
-    table.to_csv(tmp / "elpv_labels.csv", index=False, lineterminator="\n")
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    write_xlsx(tmp / TABLE, table, SHEET)
     (tmp / "LICENSE.md").write_text(licence_text())
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
