@@ -1,58 +1,27 @@
-"""Stage eda: class distribution, samples, image sizes and pixel intensities."""
+"""Stage eda: the task's exploratory figures and summary of all splits."""
 
 import argparse
 from pathlib import Path
 
-from visionpipe import eda
-from visionpipe.io import write_json
+from visionpipe.io import read_json, write_json
 from visionpipe.manifests import read_splits
 from visionpipe.params import Params
 from visionpipe.stage import run_stage
+from visionpipe.tasks import get_task
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    frame = read_splits(args.splits)
-    root, figures = Path(params.data.path), Path(args.figures)
-    classes = sorted(frame["label"].unique())
-    counts = eda.class_distribution(frame, classes, figures / "class_distribution.png")
-    eda.sample_grid(
-        root,
-        frame,
-        classes,
-        params.eda.samples_per_class,
-        params.base.seed,
-        figures / "samples.png",
+    report = read_json(args.report) if Path(args.report).is_file() else None
+    summary = get_task(params.base.task).eda(
+        read_splits(args.splits), params, Path(args.figures), report
     )
-    sizes = eda.image_sizes(frame, figures / "image_sizes.png")
-    intensity = eda.pixel_intensity(
-        root,
-        frame,
-        classes,
-        params.eda.intensity_samples_per_class,
-        params.base.seed,
-        figures / "pixel_intensity.png",
-    )
-    per_class = counts.sum(axis=1)
-    write_json(
-        args.summary,
-        {
-            "num_images": int(len(frame)),
-            "num_classes": len(classes),
-            "images_per_split": {k: int(v) for k, v in counts.sum(axis=0).items()},
-            "images_per_class": {k: int(v) for k, v in per_class.items()},
-            "per_class_and_split": {
-                c: {k: int(v) for k, v in row.items()} for c, row in counts.iterrows()
-            },
-            "imbalance_ratio": float(per_class.max() / per_class.min()),
-            "image_size": sizes,
-            "pixel_intensity": intensity,
-        },
-    )
+    write_json(args.summary, summary)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", required=True)
+    parser.add_argument("--report", required=True, help="the prepare stage's data report")
     parser.add_argument("--figures", required=True)
     parser.add_argument("--summary", required=True)
     run_stage("eda", main, parser)

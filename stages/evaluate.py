@@ -16,7 +16,6 @@ from visionpipe.params import Params
 from visionpipe.runtime import choose_device, set_threads
 from visionpipe.stage import run_stage
 from visionpipe.tasks import get_task
-from visionpipe.tasks.classification import check_classes
 from visionpipe.timing import model_latency
 
 log = logging.getLogger("visionpipe.evaluate")
@@ -26,7 +25,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     task = get_task(params.base.task)
     model, meta = load_checkpoint(args.model)
     labels = meta["labels"]
-    check_classes("evaluate.binary_positive", params.evaluate.binary_positive, labels)
+    task.load_meta(meta)
+    task.validate(params, labels)
     test_m = read_split(args.splits, "test")
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)

@@ -23,8 +23,9 @@ from visionpipe.timing import WARMUP, latency, tile_batch
 log = logging.getLogger("visionpipe.export")
 
 
-def sidecar(meta: dict, files: dict[str, Path]) -> dict:
-    """What a consumer of the exported files needs besides the files."""
+def sidecar(meta: dict, files: dict[str, Path], output: dict) -> dict:
+    """What a consumer of the exported files needs besides the files (``output``: the task's
+    description of the model's output)."""
     return {
         "task": meta["task"],
         "arch": meta["arch"],
@@ -39,7 +40,7 @@ def sidecar(meta: dict, files: dict[str, Path]) -> dict:
             "resize": "bilinear to image_size x image_size",
         },
         "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True},
-        "output": {"name": export.OUTPUT_NAME, "meaning": "logits, one per label"},
+        "output": {"name": export.OUTPUT_NAME, **output},
         "files": {fmt: path.name for fmt, path in files.items()},
     }
 
@@ -48,6 +49,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     cfg = params.export
     task = get_task(params.base.task)
     model, meta = load_checkpoint(args.model)
+    task.load_meta(meta)
     threads = set_threads(params.train.num_threads)
     root, size = Path(params.data.path), meta["image_size"]
     test_m = read_split(args.splits, "test")
@@ -66,7 +68,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
 
     # model.json first: the exported files are then loaded exactly as predict/simulate load them
-    write_json(out / SIDECAR, sidecar(meta, files))
+    write_json(out / SIDECAR, sidecar(meta, files, task.output_description()))
     runners = {"pytorch": torch.no_grad()(model)}
     runners.update({fmt: load_predictor(path, threads).run for fmt, path in files.items()})
 

@@ -1,4 +1,4 @@
-"""Stage split: stratified train/val/test manifests from the prepared manifest."""
+"""Stage split: train/val/test manifests from the prepared manifest, as the task splits them."""
 
 import argparse
 import logging
@@ -9,16 +9,15 @@ import pandas as pd
 from visionpipe.io import write_csv
 from visionpipe.manifests import SPLITS
 from visionpipe.params import Params
-from visionpipe.split import split_manifest
 from visionpipe.stage import run_stage
+from visionpipe.tasks import get_task
 
 log = logging.getLogger("visionpipe.split")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     manifest = pd.read_csv(Path(args.prepared) / "manifest.csv", keep_default_na=False)
-    s = params.split
-    frame = split_manifest(manifest, s.train, s.val, s.test, params.base.seed)
+    frame = get_task(params.base.task).split(manifest, params)
     for name in SPLITS:
         part = frame[frame["split"] == name].drop(columns="split")
         write_csv(Path(args.out) / f"{name}.csv", part)

@@ -8,7 +8,6 @@ from dvclive import Live
 
 from visionpipe.cache import cached_images
 from visionpipe.checkpoint import save_checkpoint
-from visionpipe.class_weights import class_weights
 from visionpipe.io import write_json
 from visionpipe.manifests import fingerprint, read_split
 from visionpipe.models import build_model, count_parameters
@@ -20,35 +19,40 @@ from visionpipe.training import fit
 
 log = logging.getLogger("visionpipe.train")
 
-# dvclive metric names of the per-epoch values returned by training.fit
-LIVE_NAMES = {
-    "train_loss": "train/loss",
-    "val_loss": "val/loss",
-    "val_accuracy": "val/accuracy",
-    "val_f1_macro": "val/f1_macro",
-    "lr": "lr",
-    "frozen_layers": "train/frozen_layers",
-    "epoch_seconds": "train/epoch_seconds",
-}
+
+def live_name(key: str) -> str:
+    """dvclive name of a per-epoch value from training.fit: train_loss -> train/loss,
+    val_rmse -> val/rmse, frozen_layers -> train/frozen_layers, lr -> lr."""
+    prefix, _, rest = key.partition("_")
+    if prefix in ("train", "val") and rest:
+        return f"{prefix}/{rest}"
+    return key if key == "lr" else f"train/{key}"
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     task = get_task(params.base.task)
+    monitor = task.monitor(params)
     train_m, val_m = read_split(args.splits, "train"), read_split(args.splits, "val")
-    labels = task.labels(train_m)
+    labels = task.labels(train_m, params)
+    target_meta = task.fit_targets(train_m, params)
     train_y, val_y = task.targets(train_m, labels), task.targets(val_m, labels)
-    weights = class_weights(params.train.class_weights, labels, train_y)
-    if weights is not None:
-        log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
-    criterion = task.loss(params, weights)
+    criterion = task.criterion(params, labels, train_y)
     gen = seed_everything(params.base.seed)
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)
-    m = params.model
-    built = build_model(m.arch, len(labels), m.pretrained, m.dropout, m.weights)
-    log.info("model %s, %d classes, initial weights: %s", m.arch, len(labels), built.weights_source)
+    m, hidden = params.model, task.head_hidden(params)
+    built = build_model(m.arch, len(labels), m.pretrained, m.dropout, m.weights, hidden)
+    log.info(
+        "%s model %s, %d output(s) (%s), initial weights: %s",
+        task.name,
+        m.arch,
+        len(labels),
+        ", ".join(labels) if len(labels) <= 8 else f"{len(labels)} classes",
+        built.weights_source,
+    )
 
     root, size = Path(params.data.path), m.image_size
+    num_parameters = count_parameters(built.model)
     train_x = cached_images(root, train_m["path"].tolist(), size, desc="decoding train")
     val_x = cached_images(root, val_m["path"].tolist(), size, desc="decoding val")
     summary = {
@@ -59,7 +63,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         },
         "model": {
             "arch": m.arch,
-            "parameters": count_parameters(built.model),
+            "parameters": num_parameters,
             "input_size": size,
             "initial_weights": built.weights_source,
         },
@@ -69,7 +73,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             for key, value in metrics.items():
-                live.log_metric(LIVE_NAMES.get(key, key), value)
+                live.log_metric(live_name(key), value)
             live.next_step()
 
         result = fit(
@@ -87,7 +91,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         )
         live.summary["best"] = {
             "step": result.best_epoch,
-            params.train.monitor: result.best_value,
+            monitor: result.best_value,
         }
         live.summary.update(summary)
         live.summary["epochs_run"] = len(result.history)
@@ -101,13 +105,15 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "labels": labels,
         "image_size": size,
         "dropout": m.dropout,
+        "head_hidden": hidden,
+        **target_meta,
         "input": "RGB float or uint8, 0..255, N x 3 x H x W (normalization is inside the model)",
         "initial_weights": built.weights_source,
-        "num_parameters": count_parameters(built.model),
+        "num_parameters": num_parameters,
         "dataset_fingerprint": summary["dataset"]["fingerprint"],
         "best_epoch": result.best_epoch,
         "history": result.history,
-        "monitor": {params.train.monitor: result.best_value},
+        "monitor": {monitor: result.best_value},
         "device": str(device),
         "threads": threads,
         "train_params": as_dict(params.train),
@@ -119,7 +125,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "best epoch %d of %d (%s=%.4f) saved to %s",
         result.best_epoch + 1,
         params.train.epochs,
-        params.train.monitor,
+        monitor,
         result.best_value,
         args.model,
     )

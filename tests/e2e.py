@@ -16,7 +16,7 @@ from tests.conftest import REPO
 # params that shrink the default run to seconds: a few dozen images, 1 epoch, tiny images
 TINY = {
     "embedded": {"max_per_class": 8},
-    "eda": {"samples_per_class": 2, "intensity_samples_per_class": 4},
+    "eda": {"samples": 2, "intensity_samples": 4},
     "model": {"image_size": 32},
     "train": {"epochs": 1, "batch_size": 16},
     "evaluate": {"batch_size": 16, "latency_runs": 3},

@@ -30,7 +30,7 @@ def test_targets_and_unknown_class():
     task = get_task("classification")
     m = pd.DataFrame({"label": ["2_bad", "0_ok"]})
     assert task.targets(m, LABELS).tolist() == [2, 0]
-    assert task.labels(pd.DataFrame({"label": ["b", "a", "b"]})) == ["a", "b"]
+    assert task.labels(pd.DataFrame({"label": ["b", "a", "b"]}), None) == ["a", "b"]
     with pytest.raises(UserError, match="class 'zzz' is not in the model's class index"):
         task.targets(pd.DataFrame({"label": ["zzz"]}), LABELS)
     with pytest.raises(UserError, match="base.task: 'segmentation' is not one of"):

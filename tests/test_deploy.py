@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
     files = {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
     export.export_torchscript(model, x, files["torchscript"])
     export.export_onnx(model, x, files["onnx"], opset=17)
-    (out / "model.json").write_text(json.dumps(sidecar(meta, files)))
+    (out / "model.json").write_text(json.dumps(sidecar(meta, files, {"meaning": "logits"})))
     return out
 
 

@@ -1,5 +1,8 @@
 """End to end: the real `dvc` CLI on the real pipeline, shrunk through params.yaml."""
 
+import json
+
+import pandas as pd
 import pytest
 
 from tests.conftest import make_class_folders
@@ -28,11 +31,10 @@ def test_repro_builds_every_stage_and_is_then_up_to_date(repo):
         "models/model.pt",
         "models/class_index.json",
         "results/evaluate/predictions.csv",
-        "results/evaluate/wrong.csv",
-        "results/evaluate/confident_wrong.csv",
-        "results/evaluate/classification_report.csv",
-        "results/evaluate/roc.csv",
-        "results/evaluate/pr.csv",
+        "results/evaluate/curves.csv",
+        "results/evaluate/tables/wrong.csv",
+        "results/evaluate/tables/confident_wrong.csv",
+        "results/evaluate/tables/classification_report.csv",
         "figures/evaluate/confusion_matrix.png",
         "figures/evaluate/confusion_matrix_normalized.png",
         "figures/evaluate/roc.png",
@@ -57,7 +59,7 @@ def test_metrics_show(repo):
     assert 0 <= ev["binary"]["accuracy"] <= 1
     test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
     assert ev["num_samples"] == test_rows > 0
-    wrong_rows = len((repo / "results/evaluate/wrong.csv").read_text().splitlines()) - 1
+    wrong_rows = len((repo / "results/evaluate/tables/wrong.csv").read_text().splitlines()) - 1
     assert ev["num_wrong"] == wrong_rows and ev["num_confident_wrong"] <= wrong_rows
     assert ev["confident_threshold"] == 0.9
     assert set(ev["roc_auc"]) == set(ev["average_precision"]) == set(ev["per_class"])
@@ -92,29 +94,30 @@ def test_metrics_show(repo):
 
 
 def test_plots_show(repo):
-    plots = dvc_json(repo, "plots", "show")["data"]
+    shown = dvc_json(repo, "plots", "show")
+    assert not shown.get("errors"), shown["errors"]  # no plot of the other task is missing
+    plots = shown["data"]
     names = set(plots)
-    assert "Loss" in names and "Validation accuracy and macro F1" in names
+    assert "Loss" in names and "results/train/plots/metrics/val/f1_macro.tsv" in names
     assert "figures/eda/class_distribution.png" in names
     test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
-    for plot_id in ("Test confusion matrix", "Test confusion matrix (normalized)"):
+    # ${base.task}_predictions / _errors: the confusion matrices for classification
+    for plot_id in ("Test predictions", "Test errors"):
         (confusion,) = plots[plot_id]
         assert confusion["type"] == "vega"
-        rows = confusion["content"]["data"]["values"]
-        assert len(rows) == test_rows and {"true", "predicted"} <= set(rows[0])
-    # one ROC and one PR plot, one line per class: the template colours by the `class` column
-    for plot_id, x, y in (
-        ("results/evaluate/roc.csv", "fpr", "tpr"),
-        ("results/evaluate/pr.csv", "recall", "precision"),
-    ):
-        (curve,) = plots[plot_id]
-        content = curve["content"]
-        assert content["encoding"]["color"]["field"] == "class"
-        assert content["encoding"]["x"]["field"] == x and content["encoding"]["y"]["field"] == y
+        content = confusion["content"]
         rows = content["data"]["values"]
-        assert rows and {"class", "point", x, y} <= set(rows[0])
-        lines = {r["class"] for r in rows}
-        assert len(lines) >= 2 and lines <= CLASSES  # a class without test positives: no line
+        assert len(rows) == test_rows and {"true", "predicted"} <= set(rows[0])
+        assert content["spec"]["encoding"]["x"]["field"] == "predicted"
+    # ROC and PR side by side, one line per class (the template colours by `class`)
+    (curves,) = plots["Test curves"]
+    content = curves["content"]
+    titles = [panel["title"] for panel in content["hconcat"]]
+    assert titles == ["ROC, one vs rest", "Precision-recall"]
+    rows = content["data"]["values"]
+    assert {r["curve"] for r in rows} == {"roc", "pr"}
+    lines = {r["class"] for r in rows}
+    assert len(lines) >= 2 and lines <= CLASSES  # a class without test positives: no line
     for png in ("confusion_matrix", "confusion_matrix_normalized", "roc", "pr", "mistakes"):
         assert plots[f"figures/evaluate/{png}.png"][0]["type"] == "image", png
     latency = plots["results/export/latency.csv"][0]["content"]["data"]["values"]
@@ -141,7 +144,7 @@ def test_exp_run_show_and_plots_diff(repo):
 
 
 def test_user_folder_presplit_with_broken_files(tmp_path):
-    repo = copy_repo(tmp_path / "repo", {**TINY, "data": {"path": "mydata"}})
+    repo = copy_repo(tmp_path / "repo", {**TINY, "data": {"path": "mydata", "table": ""}})
     data = repo / "mydata"
     for split, n in (("train", 8), ("val", 3)):
         make_class_folders(data, {"ripe": n, "rotten": n}, prefix=split)
@@ -229,3 +232,63 @@ def test_labels_sheet_and_training_recipe_through_dvc(tmp_path):
     frozen = (repo / "results/train/plots/metrics/train/frozen_layers.tsv").read_text()
     assert frozen.splitlines()[1].split("\t")[1] == "9"  # epoch 0: the whole backbone frozen
     assert run(repo, "dvc", "status", "train").stdout.strip().endswith("up to date.")
+
+
+@pytest.fixture(scope="module")
+def regression_repo(tmp_path_factory):
+    """The same pipeline with one param switched: regression on the embedded elpv sheet."""
+    overrides = {section: dict(values) for section, values in TINY.items()}
+    overrides["base"] = {"task": "regression"}
+    path = copy_repo(tmp_path_factory.mktemp("regression"), overrides)
+    run(path, "dvc", "repro")
+    return path
+
+
+def test_regression_task_runs_through_the_same_stages(regression_repo):
+    repo = regression_repo
+    for out in [
+        "data/raw/elpv_cells.xlsx",
+        "figures/eda/target_histogram.png",
+        "figures/eda/correlation.png",
+        "figures/eda/target_vs_metadata.png",
+        "results/evaluate/tables/worst.csv",
+        "results/evaluate/tables/by_target_bin.csv",
+        "figures/evaluate/predicted_vs_actual.png",
+        "figures/evaluate/residuals.png",
+        "figures/evaluate/worst_predictions.png",
+        "models/export/model.onnx",
+    ]:
+        assert (repo / out).is_file(), out
+    assert "Data and pipelines are up to date" in run(repo, "dvc", "status").stdout
+    files = dvc_json(repo, "metrics", "show")[""]["data"]
+    ev = files["results/evaluate/metrics.json"]["data"]
+    test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
+    assert ev["target"] == "defect_probability" and ev["num_samples"] == test_rows > 0
+    assert ev["rmse"] == pytest.approx(ev["mse"] ** 0.5) and 0 <= ev["mae"] <= ev["rmse"]
+    assert ev["r2"] is not None and ev["transform"]["log1p"] is False
+    tr = files["results/train/metrics.json"]["data"]
+    assert {"loss", "rmse", "mae"} <= set(tr["val"]) and "val_rmse" in tr["best"]
+    ex = files["results/export/metrics.json"]["data"]
+    assert ex["onnx"]["max_abs_diff_target_units"] < 1e-3
+    assert set(ex["quantization"]["change"]) >= {"rmse", "mae"}
+    eda = json.loads((repo / "results/eda/summary.json").read_text())
+    assert eda["task"] == "regression" and eda["missing"]["num_missing_target"] == 0
+
+    shown = dvc_json(repo, "plots", "show")
+    assert not shown.get("errors"), shown["errors"]
+    (scatter,) = shown["data"]["Test predictions"]
+    rows = scatter["content"]["data"]["values"]
+    assert len(rows) == test_rows
+    first = pd.read_csv(repo / "results/evaluate/predictions.csv").iloc[0]
+    assert float(rows[0]["true"]) == first["true"]
+    assert float(rows[0]["predicted"]) == first["predicted"]
+    titles = {layer["encoding"]["x"]["title"] for layer in scatter["content"]["layer"]}
+    assert titles == {"actual"}
+    (rec,) = shown["data"]["Test curves"]
+    assert {r["curve"] for r in rec["content"]["data"]["values"]} == {"rec"}
+    assert "results/train/plots/metrics/val/rmse.tsv" in shown["data"]
+
+    sim = files["results/simulate/summary.json"]["data"]
+    assert sim["predicted"] == 4
+    log = pd.read_csv(repo / "results/simulate/log.csv")
+    assert log["value"].notna().all() and log["class"].isna().all()

@@ -72,18 +72,18 @@ def test_every_artifact_with_a_class_absent_from_the_test_split(tmp_path):
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert np.allclose(probs.max(1), frame["confidence"])
 
-    wrong = pd.read_csv(res / "wrong.csv")
+    wrong = pd.read_csv(res / "tables" / "wrong.csv")
     assert list(wrong.columns) == list(frame.columns)
     assert len(wrong) == (pred != true).sum() == 6 == metrics["num_wrong"]
     assert (wrong["correct"] == 0).all()
     assert wrong["confidence"].is_monotonic_decreasing
-    confident = pd.read_csv(res / "confident_wrong.csv")
+    confident = pd.read_csv(res / "tables" / "confident_wrong.csv")
     assert len(confident) == 3 == metrics["num_confident_wrong"]
     assert (confident["confidence"] >= 0.9).all()
     assert confident["path"].tolist() == wrong["path"].head(3).tolist()
     assert metrics["confident_threshold"] == 0.9
 
-    report = pd.read_csv(res / "classification_report.csv")
+    report = pd.read_csv(res / "tables" / "classification_report.csv")
     assert list(report.columns) == ["class", "precision", "recall", "f1", "support"]
     assert report["class"].tolist() == [*LABELS, "macro avg", "weighted avg"]
     assert report["support"].tolist() == [15, 15, 0, 30, 30]
@@ -93,11 +93,12 @@ def test_every_artifact_with_a_class_absent_from_the_test_split(tmp_path):
     assert metrics["per_class"]["apple"]["recall"] == pytest.approx(apple["recall"])
     assert metrics["f1_macro"] == pytest.approx(report.set_index("class").loc["macro avg", "f1"])
 
-    for name, x, y in (("roc", "fpr", "tpr"), ("pr", "recall", "precision")):
-        curve = pd.read_csv(res / f"{name}.csv")
-        assert list(curve.columns) == ["class", "point", x, y, "threshold"]
+    curves = pd.read_csv(res / "curves.csv")  # long: ROC and PR, drawn by one DVC template
+    assert list(curves.columns) == ["curve", "class", "point", "x", "y", "threshold"]
+    assert curves["curve"].unique().tolist() == ["roc", "pr"]
+    for _, curve in curves.groupby("curve"):
         assert set(curve["class"]) == {"apple", "banana"}  # no positives, no curve
-        assert curve[[x, y]].to_numpy().min() >= 0 and curve[[x, y]].to_numpy().max() <= 1
+        assert curve[["x", "y"]].to_numpy().min() >= 0 and curve[["x", "y"]].to_numpy().max() <= 1
         for _, points in curve.groupby("class"):
             assert points["point"].tolist() == list(range(len(points)))
     assert metrics["roc_auc"]["cherry"] is None and metrics["average_precision"]["cherry"] is None
@@ -122,7 +123,7 @@ def test_no_mistakes_and_empty_grid_still_write_the_figure(tmp_path):
     perfect = torch.nn.functional.one_hot(true, 3).float() * 5
     metrics = run(tmp_path / "a", perfect, true, manifest, images)
     assert metrics["num_wrong"] == metrics["num_confident_wrong"] == 0
-    assert len(pd.read_csv(tmp_path / "a/res/wrong.csv")) == 0
+    assert len(pd.read_csv(tmp_path / "a/res/tables/wrong.csv")) == 0
     assert (tmp_path / "a/fig/mistakes.png").stat().st_size > 1000
     assert metrics["roc_auc"]["apple"] == 1.0
 

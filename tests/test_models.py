@@ -114,3 +114,24 @@ def test_a_network_without_a_known_head_is_named_in_the_error():
     model = ImageModel(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
     with pytest.raises(UserError, match=r"cannot find the head of Sequential"):
         backbone_layers(model)
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "mobilenet_v3_small"])
+def test_hidden_head_is_part_of_the_head_and_survives_a_checkpoint(arch, tmp_path):
+    from visionpipe.models import backbone_layers, head
+
+    built = build_model(arch, 1, pretrained=False, dropout=0.3, hidden=16)
+    net_head = head(built.model)
+    linears = [m for m in net_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears][-2:] == [16, 1]  # mobilenet has one more
+    in_head = {id(p) for p in net_head.parameters()}
+    in_backbone = {id(p) for layer in backbone_layers(built.model) for p in layer.parameters()}
+    assert in_head and not in_head & in_backbone  # frozen with the head, never the backbone
+    model = built.model.eval()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    meta = {"arch": arch, "num_outputs": 1, "dropout": 0.3, "head_hidden": 16}
+    save_checkpoint(tmp_path / "m.pt", model, meta)
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    with torch.no_grad():
+        assert model(x).shape == (2, 1)
+        assert torch.equal(model(x), loaded(x))

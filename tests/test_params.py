@@ -57,7 +57,7 @@ def test_repo_params_are_valid():
         ("train.class_weights", {"a": 0}, "train.class_weights.a: expected a positive number"),
         ("train.class_weights", {"a": True}, "train.class_weights.a: expected a positive number"),
         ("data.classes", "a,b", "data.classes: expected a list of str, got 'a,b'"),
-        ("train.monitor", "val_auc", "train.monitor: 'val_auc' is not one of val_accuracy"),
+        ("train.monitor", "val_auc", "train.monitor: 'val_auc' is not one of auto, val_loss"),
         ("train.lr", KeyError, "train.lr: missing"),
         ("bogus", {}, "bogus: unknown key"),
         ("evaluate", [1], "evaluate: expected a mapping"),

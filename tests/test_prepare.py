@@ -8,10 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.prepare import scan
 from tests.conftest import REPO, make_class_folders, write_image
 from visionpipe.errors import DataError
 from visionpipe.params import Data, Params, as_dict
+from visionpipe.tasks import get_task
+
+
+def scan(params: Params):
+    return get_task(params.base.task).scan(params)
 
 
 def with_data(**data) -> Params:

@@ -10,7 +10,6 @@ from torch import nn
 from visionpipe.errors import DataError
 from visionpipe.targets import (
     FlatRegressionLoss,
-    RegressionHead,
     TargetTransform,
     regression_loss,
     regression_metrics,
@@ -189,20 +188,3 @@ def test_loss_casts_target_dtype():
     out = loss(torch.zeros(2, 1), torch.tensor([1.0, 1.0], dtype=torch.float64))
     assert out.dtype == torch.float32
     assert float(out) == 1.0
-
-
-@pytest.mark.parametrize("hidden, n_layers", [(0, 2), (16, 5)])
-def test_regression_head_shape(hidden, n_layers):
-    head = RegressionHead(32, hidden, dropout=0.3)
-    assert len(head) == n_layers
-    assert isinstance(head[0], nn.Dropout) and head[0].p == 0.3
-    assert isinstance(head[-1], nn.Linear) and head[-1].out_features == 1
-    if hidden:
-        assert [type(m) for m in head] == [nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
-        assert head[1].out_features == hidden
-    head.eval()
-    assert head(torch.randn(4, 32)).shape == (4, 1)
-    head.train()
-    assert head(torch.randn(1, 32)).shape == (1, 1)
-    with pytest.raises(ValueError, match="regression head"):
-        RegressionHead(32, -1, 0.2)

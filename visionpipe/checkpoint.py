@@ -33,7 +33,11 @@ def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - anything else is not one of our checkpoints
         raise UserError(f"{path}: not a visionpipe checkpoint ({exc})") from exc
     built = build_model(
-        meta["arch"], meta["num_outputs"], pretrained=False, dropout=meta["dropout"]
+        meta["arch"],
+        meta["num_outputs"],
+        pretrained=False,
+        dropout=meta["dropout"],
+        hidden=meta.get("head_hidden", 0),
     )
     built.model.load_state_dict(ckpt["state_dict"])
     return built.model.eval(), meta

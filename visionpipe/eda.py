@@ -128,3 +128,35 @@ def pixel_intensity(
     fig.tight_layout()
     save_figure(path, fig)
     return stats
+
+
+def classification_eda(
+    root: Path,
+    frame: pd.DataFrame,
+    samples_per_class: int,
+    intensity_per_class: int,
+    seed: int,
+    figures: Path,
+) -> dict[str, Any]:
+    """Class distribution, samples, image sizes and pixel intensities of all splits."""
+    classes = sorted(frame["label"].astype(str).unique())
+    counts = class_distribution(frame, classes, figures / "class_distribution.png")
+    sample_grid(root, frame, classes, samples_per_class, seed, figures / "samples.png")
+    sizes = image_sizes(frame, figures / "image_sizes.png")
+    intensity = pixel_intensity(
+        root, frame, classes, intensity_per_class, seed, figures / "pixel_intensity.png"
+    )
+    per_class = counts.sum(axis=1)
+    return {
+        "task": "classification",
+        "num_images": int(len(frame)),
+        "num_classes": len(classes),
+        "images_per_split": {k: int(v) for k, v in counts.sum(axis=0).items()},
+        "images_per_class": {k: int(v) for k, v in per_class.items()},
+        "per_class_and_split": {
+            c: {k: int(v) for k, v in row.items()} for c, row in counts.iterrows()
+        },
+        "imbalance_ratio": float(per_class.max() / per_class.min()),
+        "image_size": sizes,
+        "pixel_intensity": intensity,
+    }

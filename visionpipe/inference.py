@@ -90,9 +90,11 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
         raise UserError(f"{path}: a {task_name!r} model; this version handles {', '.join(TASKS)}")
     if expect_task and task_name != expect_task:
         raise UserError(f"{path}: a {task_name} model, but base.task is {expect_task}")
+    task = get_task(task_name)
+    task.load_meta(meta)
     size = int(meta["image_size"])
     run(torch.zeros(1, 3, size, size))  # warm-up: the first call pays for allocation and setup
-    return Predictor(path, meta, get_task(task_name), run)
+    return Predictor(path, meta, task, run)
 
 
 def list_images(source: str | Path, root: str | Path = ".") -> list[Path]:

@@ -183,17 +183,46 @@ BUILDERS: dict[str, Callable] = {"efficientnet_lite0": _efficientnet_lite0, "sma
 BUILDERS.update({a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCHVISION_ARCHS})
 
 
+def _add_hidden_layer(net: nn.Module, hidden: int, dropout: float) -> None:
+    """Replace the head's final Linear(in, out) by Linear(in, hidden), ReLU, Dropout,
+    Linear(hidden, out): a non-linear head (the regression head) on any backbone."""
+    for name in HEAD_NAMES:
+        if hasattr(net, name):
+            owner, key = net, name
+            module = getattr(net, name)
+            if isinstance(module, nn.Sequential):
+                owner, key = module, str(len(module) - 1)
+            last = getattr(owner, key)
+            if isinstance(last, nn.Linear):
+                setattr(
+                    owner,
+                    key,
+                    nn.Sequential(
+                        nn.Linear(last.in_features, hidden),
+                        nn.ReLU(inplace=True),
+                        nn.Dropout(dropout),
+                        nn.Linear(hidden, last.out_features),
+                    ),
+                )
+                return
+    raise UserError(f"cannot add a hidden layer to the head of {type(net).__name__}")
+
+
 def build_model(
     arch: str,
     num_outputs: int,
     pretrained: bool = True,
     dropout: float = 0.2,
     weights: str = "",
+    hidden: int = 0,
 ) -> BuiltModel:
-    """A backbone with a ``num_outputs`` head; pretrained backbone weights loaded when asked."""
+    """A backbone with a new ``num_outputs`` head (with a ``hidden``-wide hidden layer when
+    ``hidden > 0``); pretrained backbone weights loaded when asked."""
     if arch not in BUILDERS:
         raise UserError(f"model.arch: {arch!r} is not one of {', '.join(BUILDERS)}")
     net, source = BUILDERS[arch](num_outputs, pretrained, dropout, weights)
+    if hidden > 0:
+        _add_hidden_layer(net, hidden, dropout)
     log.debug("model %s, %d outputs, initial weights: %s", arch, num_outputs, source)
     return BuiltModel(ImageModel(net), source)
 

@@ -28,9 +28,10 @@ TORCHVISION_ARCHITECTURES = (
     "efficientnet_b0",
 )
 ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES, "small_cnn")
-TASKS = ("classification",)
+TASKS = ("classification", "regression")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-MONITORS = ("val_accuracy", "val_f1_macro", "val_loss")
+# "auto": the task's own default (classification val_f1_macro, regression val_rmse)
+MONITORS = ("auto", "val_loss", "val_accuracy", "val_f1_macro", "val_rmse", "val_mae", "val_r2")
 AUGMENTATIONS = (
     "hflip",
     "vflip",
@@ -46,6 +47,7 @@ SCHEDULES = ("warmup_cosine", "plateau", "none")
 AMP_DTYPES = ("fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATION = ("none", "static", "dynamic")
+REGRESSION_LOSSES = ("mse", "huber", "l1")
 
 
 class ParamsError(UserError):
@@ -76,14 +78,22 @@ class Embedded:
 
 @dataclass(frozen=True)
 class Data:
-    """Images under ``path``: class folders, or a table (CSV/Excel inside ``path``) of labels."""
+    """Images under ``path``, described by a table (CSV/Excel inside ``path``) or class folders.
+
+    Classification reads ``label_column`` (or class folders when ``table`` is ""); regression
+    reads the numeric ``target_column`` from the table, ``group_column`` to keep groups (e.g.
+    one plant photographed many times) within one split, and ``metadata_columns`` for EDA.
+    """
 
     path: str = "data/raw"
-    table: str = ""  # "": class folders; else a .csv/.xlsx file relative to path
+    table: str = ""  # "": class folders (classification); else a .csv/.xlsx file inside path
     sheet: str = ""  # Excel sheet name ("": the first sheet)
     image_column: str = "image"
     label_column: str = "label"
     classes: list[str] = field(default_factory=list)  # []: every label found; else the only ones
+    target_column: str = "target"
+    group_column: str = ""
+    metadata_columns: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -91,12 +101,15 @@ class Split:
     train: float = field(default=0.7, metadata=_range(0.0, 1.0, open_=True))
     val: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
     test: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
+    # regression without groups: stratify the random split by this many target quantile bins
+    stratify_bins: int = field(default=0, metadata=_range(0))
 
 
 @dataclass(frozen=True)
 class Eda:
-    samples_per_class: int = field(default=8, metadata=_range(1))
-    intensity_samples_per_class: int = field(default=200, metadata=_range(1))
+    samples: int = field(default=8, metadata=_range(1))  # per class (classification), in all
+    intensity_samples: int = field(default=200, metadata=_range(1))  # per class, or in all
+    target_vs: str = ""  # regression: the metadata column the target is plotted against
 
 
 @dataclass(frozen=True)
@@ -150,11 +163,22 @@ class Train:
     freeze_backbone_epochs: int = field(default=0, metadata=_range(0))
     trainable_layers: int = field(default=-1, metadata=_range(-1))
     early_stopping_patience: int = field(default=0, metadata=_range(0))
-    monitor: str = field(default="val_f1_macro", metadata=_choice(*MONITORS))
+    monitor: str = field(default="auto", metadata=_choice(*MONITORS))
     device: str = field(default="auto", metadata=_choice(*DEVICES))
     amp: bool = True
     amp_dtype: str = field(default="fp16", metadata=_choice(*AMP_DTYPES))
     num_threads: int = field(default=0, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class Regression:
+    """How a regression model learns its target (base.task: regression)."""
+
+    loss: str = field(default="mse", metadata=_choice(*REGRESSION_LOSSES))
+    huber_delta: float = field(default=1.0, metadata=_range(0.0, open_=True))
+    log1p: bool = False  # train on log(1 + target): for skewed, non-negative targets
+    standardize: bool = True  # train on (target - mean) / std of the train split
+    head_hidden: int = field(default=256, metadata=_range(0))  # 0: a single linear output
 
 
 @dataclass(frozen=True)
@@ -196,6 +220,7 @@ class Params:
     model: Model = field(default_factory=Model)
     augment: Augment = field(default_factory=Augment)
     train: Train = field(default_factory=Train)
+    regression: Regression = field(default_factory=Regression)
     evaluate: Evaluate = field(default_factory=Evaluate)
     export: Export = field(default_factory=Export)
     simulate: Simulate = field(default_factory=Simulate)

@@ -1,10 +1,11 @@
-"""predict: classify an image or a folder with an exported model or a checkpoint.
+"""predict: run an exported model or a checkpoint on an image or a folder of images.
 
     python -m visionpipe.predict models/export/model.onnx path/to/image_or_folder \
         --threshold 0.6 --out predictions.jsonl
 
-Prints one JSON line per image (class, confidence, low_confidence, latency_ms; or error) and
-writes the same lines to --out. Files that cannot be decoded are reported and counted, not fatal.
+Prints one JSON line per image (class, confidence and low_confidence; or the value of a regression
+model's target; latency_ms; or error) and writes the same lines to --out. Files that cannot be
+decoded are reported and counted, not fatal.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""simulate: a conveyor-belt loop that classifies frames from a folder at a fixed interval.
+"""simulate: a conveyor-belt loop that runs the model on frames from a folder at a fixed interval.
 
     python -m visionpipe.simulate models/export/model.onnx frames/ --interval-ms 250 \
         --threshold 0.55 --csv results/simulate/log.csv --summary results/simulate/summary.json
 
 FRAMES may also be a video file (read with OpenCV) or a manifest CSV with a ``path`` column
 (e.g. data/splits/test.csv, with --root the data folder). Each frame is printed and appended
-to the CSV as it is processed (frame, time, class, confidence, low_confidence, latency,
+to the CSV as it is processed (frame, time, class, confidence or value, low_confidence, latency,
 whether it missed its interval, error). Unreadable frames are skipped and counted. The summary
 gives frames, throughput, median and p95 latency and the frames that missed their interval.
 """
@@ -43,6 +43,7 @@ COLUMNS = [
     "time_s",
     "class",
     "confidence",
+    "value",
     "low_confidence",
     "latency_ms",
     "missed_interval",
@@ -99,9 +100,13 @@ def simulate(
                 low += bool(record.get("low_confidence"))
                 missed += row["missed_interval"]
                 flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
+                said = (
+                    f"{record['target']} {record['value']:.4g}"
+                    if "value" in record
+                    else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
+                )
                 print(
-                    f"frame {i:5d} {Path(frame.name).name}: {record.get('class')} "
-                    f"{record.get('confidence', float('nan')):.3f} ({took_ms:.1f} ms){flag}",
+                    f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}",
                     flush=True,
                 )
             writer.writerow(row)

@@ -1,4 +1,4 @@
-"""Regression targets: the transform the model is trained in, metrics, losses and the head.
+"""Regression targets: the transform the model is trained in, metrics and losses.
 
 A regression model trains better on targets of unit scale (and, for skewed quantities such as
 biomass, on their logarithm), but everything reported must be in the target's own units. The
@@ -169,32 +169,3 @@ def regression_loss(name: str, huber_delta: float = 1.0) -> nn.Module:
     else:
         raise ValueError(f"regression loss: {name!r} is not one of mse, huber, l1")
     return FlatRegressionLoss(loss)
-
-
-class RegressionHead(nn.Sequential):
-    """One output from backbone features: replaces a classifier head for regression tasks.
-
-    ``hidden > 0``: Dropout -> Linear(in, hidden) -> ReLU -> Dropout -> Linear(hidden, 1);
-    ``hidden == 0``: Dropout -> Linear(in, 1), the same shape as the classification heads.
-    Output is (N, 1).
-    """
-
-    def __init__(self, in_features: int, hidden: int, dropout: float):
-        if in_features < 1 or hidden < 0 or not 0 <= dropout < 1:
-            raise ValueError(
-                f"regression head: in_features {in_features} must be >= 1, hidden {hidden} "
-                f">= 0, dropout {dropout} in [0, 1)"
-            )
-        if hidden > 0:
-            layers: list[nn.Module] = [
-                nn.Dropout(dropout),
-                nn.Linear(in_features, hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, 1),
-            ]
-        else:
-            layers = [nn.Dropout(dropout), nn.Linear(in_features, 1)]
-        super().__init__(*layers)
-        self.in_features = in_features
-        self.hidden = hidden

@@ -157,7 +157,7 @@ def fit(
     schedule = Schedule(optimizer, cfg, math.ceil(len(train_x) / cfg.batch_size))
     amp_dtype = AMP_DTYPES[cfg.amp_dtype] if cfg.amp and device.type == "cuda" else None
     step = TrainStep(model, criterion, optimizer, device, amp_dtype)
-    monitor = cfg.monitor.removeprefix("val_")
+    monitor = task.monitor(params).removeprefix("val_")
     mode = task.monitor_modes[monitor]
     result = FitResult(best_epoch=-1, best_value=-math.inf if mode == "max" else math.inf)
 
@@ -210,7 +210,7 @@ def fit(
         if patience and epoch - result.best_epoch >= patience and epoch + 1 < cfg.epochs:
             log.info(
                 "early stopping: no %s improvement for %d epochs; restoring epoch %d",
-                cfg.monitor,
+                f"val_{monitor}",
                 patience,
                 result.best_epoch + 1,
             )

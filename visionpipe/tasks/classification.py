@@ -1,4 +1,5 @@
-"""Image classification: class index from the class folders, cross-entropy, sklearn metrics."""
+"""Image classification: class folders or a labels table, stratified split, cross-entropy with
+optional class weights, sklearn metrics, confusion matrices and one-vs-rest curves."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from visionpipe.errors import UserError
+from visionpipe import eda
+from visionpipe.class_weights import class_weights
+from visionpipe.errors import DataError, UserError
 from visionpipe.evaluation import (
     one_vs_rest_curves,
     plot_confusion,
@@ -26,6 +29,9 @@ from visionpipe.evaluation import (
     plot_image_grid,
 )
 from visionpipe.io import write_csv
+from visionpipe.sources.folder import ScanResult, data_report, scan_folder
+from visionpipe.sources.table import scan_table, table_report
+from visionpipe.split import split_manifest
 from visionpipe.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -34,9 +40,44 @@ log = logging.getLogger(__name__)
 class ClassificationTask(Task):
     name = "classification"
     monitor_modes = {"accuracy": "max", "f1_macro": "max", "loss": "min"}
+    default_monitor = "val_f1_macro"
 
-    def labels(self, manifest: pd.DataFrame) -> list[str]:
+    def scan(self, params: Any) -> tuple[ScanResult, dict]:
+        """Labels from ``data.table`` when it is set, else from the class folders."""
+        d = params.data
+        if d.table:
+            result = scan_table(d.path, d.table, d.sheet, d.image_column, d.label_column, d.classes)
+            return result, table_report(result)
+        result = scan_folder(d.path)
+        extra = [c for c in result.classes if d.classes and c not in d.classes]
+        if extra:
+            raise DataError(
+                f"{Path(d.path) / extra[0]}: class folder not in data.classes "
+                f"({', '.join(d.classes)})"
+            )
+        return result, data_report(result)
+
+    def split(self, manifest: pd.DataFrame, params: Any) -> pd.DataFrame:
+        s = params.split
+        return split_manifest(manifest, s.train, s.val, s.test, params.base.seed)
+
+    def eda(
+        self, frame: pd.DataFrame, params: Any, figures: Path, data_report: dict | None
+    ) -> dict[str, Any]:
+        return eda.classification_eda(
+            Path(params.data.path),
+            frame,
+            params.eda.samples,
+            params.eda.intensity_samples,
+            params.base.seed,
+            figures,
+        )
+
+    def labels(self, manifest: pd.DataFrame, params: Any) -> list[str]:
         return sorted(manifest["label"].astype(str).unique())
+
+    def validate(self, params: Any, labels: list[str]) -> None:
+        check_classes("evaluate.binary_positive", params.evaluate.binary_positive, labels)
 
     def targets(self, manifest: pd.DataFrame, labels: list[str]) -> torch.Tensor:
         index = {name: i for i, name in enumerate(labels)}
@@ -45,9 +86,14 @@ class ClassificationTask(Task):
             raise UserError(f"class {unknown[0]!r} is not in the model's class index {labels}")
         return torch.tensor([index[v] for v in manifest["label"]], dtype=torch.long)
 
-    def loss(self, params: Any, class_weights: torch.Tensor | None = None) -> torch.nn.Module:
+    def criterion(
+        self, params: Any, labels: list[str], train_targets: torch.Tensor
+    ) -> torch.nn.Module:
+        weights = class_weights(params.train.class_weights, labels, train_targets)
+        if weights is not None:
+            log.info("class weights: %s", dict(zip(labels, weights.tolist(), strict=True)))
         return torch.nn.CrossEntropyLoss(
-            weight=class_weights, label_smoothing=params.train.label_smoothing
+            weight=weights, label_smoothing=params.train.label_smoothing
         )
 
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -101,16 +147,15 @@ class ClassificationTask(Task):
             average_precision=ap,
             average_precision_macro=mean_or_none(ap.values()),
         )
+        write_csv(results_dir / "predictions.csv", frame)
+        write_csv(results_dir / "curves.csv", long_curves(roc, pr))
         tables = {
-            "predictions.csv": frame,
             "wrong.csv": wrong,
             "confident_wrong.csv": confident,
             "classification_report.csv": report_table(report, labels),
-            "roc.csv": roc,
-            "pr.csv": pr,
         }
         for name, table in tables.items():
-            write_csv(results_dir / name, table)
+            write_csv(results_dir / "tables" / name, table)
         self._log_summary(metrics)
 
         matrix = confusion_matrix(true, pred, labels=list(range(len(labels))))
@@ -154,6 +199,9 @@ class ClassificationTask(Task):
             {"class": labels[i], "confidence": round(float(c), 6)}
             for i, c in zip(idx.tolist(), conf.tolist(), strict=True)
         ]
+
+    def output_description(self) -> dict[str, Any]:
+        return {"meaning": "logits, one per label (softmax gives the class probabilities)"}
 
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         return {
@@ -244,6 +292,17 @@ def prediction_table(
     for i, name in enumerate(labels):
         frame[f"p_{name}"] = np.round(probs[:, i], 6)
     return frame
+
+
+def long_curves(roc: pd.DataFrame, pr: pd.DataFrame) -> pd.DataFrame:
+    """ROC and PR points in the shared ``curve, class, point, x, y`` layout of curves.csv
+    (plotted by .dvc/plots/classification_curves.json), thresholds kept."""
+    parts = [
+        frame.rename(columns={xc: "x", yc: "y"}).assign(curve=name)
+        for name, frame, xc, yc in (("roc", roc, "fpr", "tpr"), ("pr", pr, "recall", "precision"))
+    ]
+    columns = ["curve", "class", "point", "x", "y", "threshold"]
+    return pd.concat(parts, ignore_index=True)[columns]
 
 
 def report_table(report: dict[str, Any], labels: list[str]) -> pd.DataFrame:
