@@ -14,8 +14,10 @@ from visionpipe.checkpoint import save_checkpoint
 from visionpipe.errors import UserError
 from visionpipe.inference import image_frames, list_images, load_predictor, open_frames
 from visionpipe.models import build_model
+from visionpipe.params import Params
 from visionpipe.predict import main as predict_main
 from visionpipe.simulate import simulate
+from visionpipe.tasks import get_task
 
 LABELS = ["a", "b", "c"]
 SIZE = 32
@@ -213,3 +215,40 @@ def test_parity_tolerance_fails_the_export():
     export.check_parity("onnx", {"max_abs_diff": 1e-6}, 1e-4)
     with pytest.raises(UserError, match="export: onnx differs from PyTorch by 0.01 "):
         export.check_parity("onnx", {"max_abs_diff": 0.01}, 1e-4)
+
+
+def test_a_regression_model_predicts_values_in_target_units(tmp_path, images, capsys):
+    """The transform travels in the checkpoint and in model.json: .pt and .onnx agree."""
+    task = get_task("regression")
+    meta_targets = task.fit_targets(pd.DataFrame({"target": [10.0, 30.0, 50.0]}), Params())
+    model = build_model("mobilenet_v3_small", 1, pretrained=False, hidden=8).model.eval()
+    meta = {
+        "task": "regression",
+        "arch": "mobilenet_v3_small",
+        "num_outputs": 1,
+        "labels": ["fresh_weight"],
+        "image_size": SIZE,
+        "dropout": 0.2,
+        "head_hidden": 8,
+        **meta_targets,
+    }
+    save_checkpoint(tmp_path / "model.pt", model, meta)
+    x = torch.rand(1, 3, SIZE, SIZE) * 255
+    files = {"onnx": tmp_path / "model.onnx"}
+    export.export_onnx(model, x, files["onnx"], opset=17)
+    (tmp_path / "model.json").write_text(
+        json.dumps(sidecar(meta, files, task.output_description()))
+    )
+    values = []
+    for name in ("model.pt", "model.onnx"):
+        assert predict_main([str(tmp_path / name), str(images)]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        lines = [r for r in lines if "error" not in r]  # the broken file
+        assert len(lines) == 3
+        assert all(r["target"] == "fresh_weight" and "low_confidence" not in r for r in lines)
+        values.append([r["value"] for r in lines])
+    with torch.no_grad():
+        frames = [f.image[0] for f in image_frames(list_images(images), SIZE) if f.error is None]
+        raw = model(torch.stack(frames))
+    assert values[0] == pytest.approx(task.values(raw).tolist(), abs=1e-4)
+    assert values[1] == pytest.approx(values[0], abs=1e-3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visionpipe.errors import UserError
+from visionpipe.errors import DataError, UserError
 from visionpipe.models import build_model
 from visionpipe.params import Augment, Data, Evaluate, Params, Regression, Split, Train
 from visionpipe.runtime import seed_everything
@@ -207,3 +207,12 @@ def test_the_whole_path_learns_a_target_from_pixels(tmp_path):
         tmp_path / "fig",
     )
     assert metrics["r2"] > 0.8, metrics
+
+
+def test_a_grouped_split_error_names_the_users_group_column():
+    manifest = pd.DataFrame(
+        {"path": [f"p{i}.png" for i in range(6)], "target": range(6), "group": list("aaabbb")}
+    )
+    params = Params(data=Data(group_column="plant_number"))
+    with pytest.raises(DataError, match="only 2 group\\(s\\) in column 'plant_number'"):
+        get_task("regression").split(manifest, params)

@@ -101,9 +101,16 @@ def _group_holdout(
 
 
 def _by_group(
-    frame: pd.DataFrame, column: str, train: float, val: float, test: float, seed: int
+    frame: pd.DataFrame,
+    column: str,
+    train: float,
+    val: float,
+    test: float,
+    seed: int,
+    name: str,
 ) -> dict[str, pd.DataFrame]:
     groups = _text(frame[column])
+    column = name  # messages name the column as the user knows it
     if missing := int(groups.eq("").sum()):
         raise DataError(
             f"split: {missing} of {len(frame)} rows have no {column!r}; give every row a group"
@@ -152,6 +159,7 @@ def split_regression(
     seed: int,
     group_column: str = "group",
     stratify_bins: int = 0,
+    group_name: str = "",
 ) -> pd.DataFrame:
     """Return ``samples`` with a ``split`` column of train/val/test (any old one is replaced).
 
@@ -164,13 +172,14 @@ def split_regression(
     of the numeric ``target`` column. Bins too small to stratify fall back to fewer bins (down
     to 2, logged as a warning); when even 2 fail, ``DataError``.
 
-    Rows are sorted first, so the result does not depend on the input row order.
+    Rows are sorted first, so the result does not depend on the input row order. Errors name
+    the group column ``group_name`` (the user's name for it) when given.
     """
     grouped = group_column in samples and _text(samples[group_column]).ne("").any()
     order = [group_column, "path"] if grouped else ["path"]
     frame = samples.sort_values(order, kind="stable", key=_text).reset_index(drop=True)
     if grouped:
-        parts = _by_group(frame, group_column, train, val, test, seed)
+        parts = _by_group(frame, group_column, train, val, test, seed, group_name or group_column)
     else:
         parts = _by_rows(frame, val, test, seed, stratify_bins)
     return _assemble(

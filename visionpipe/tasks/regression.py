@@ -70,7 +70,14 @@ class RegressionTask(Task):
     def split(self, manifest: pd.DataFrame, params: Any) -> pd.DataFrame:
         s = params.split
         return split_regression(
-            manifest, s.train, s.val, s.test, params.base.seed, "group", s.stratify_bins
+            manifest,
+            s.train,
+            s.val,
+            s.test,
+            params.base.seed,
+            "group",
+            s.stratify_bins,
+            group_name=params.data.group_column,
         )
 
     def eda(
