@@ -216,3 +216,15 @@ def test_a_grouped_split_error_names_the_users_group_column():
     params = Params(data=Data(group_column="plant_number"))
     with pytest.raises(DataError, match="only 2 group\\(s\\) in column 'plant_number'"):
         get_task("regression").split(manifest, params)
+
+
+def test_error_bins_are_quantiles_or_the_values_of_a_discrete_target():
+    from visionpipe.tasks.regression import errors_by_bin, prediction_table
+
+    grades = np.array([0.0] * 6 + [1 / 3, 2 / 3, 1.0, 1.0])
+    table = errors_by_bin(prediction_table(pd.DataFrame({"path": "p", "target": grades}), grades))
+    assert table["bin"].tolist() == ["0", "0.333333", "0.666667", "1"]
+    assert table["count"].tolist() == [6, 1, 1, 2]
+    weights = np.linspace(1, 100, 50)
+    table = errors_by_bin(prediction_table(pd.DataFrame({"path": "p", "target": weights}), weights))
+    assert len(table) == 5 and table["count"].sum() == 50 and table["mae"].max() == 0

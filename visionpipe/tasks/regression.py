@@ -35,8 +35,10 @@ from visionpipe.tasks.base import Task  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-#: quantile bins of the true target in tables/by_target_bin.csv
+#: quantile bins of the true target in tables/by_target_bin.csv; a target with at most
+#: DISCRETE_VALUES distinct values (grades, counts) gets one row per value instead
 ERROR_BINS = 5
+DISCRETE_VALUES = 10
 
 
 class RegressionTask(Task):
@@ -262,8 +264,12 @@ def rec_curve(abs_errors: np.ndarray) -> pd.DataFrame:
 
 
 def errors_by_bin(frame: pd.DataFrame, bins: int = ERROR_BINS) -> pd.DataFrame:
-    """Error per quantile bin of the true target: where the model is off, and which way."""
-    binned = pd.qcut(frame["true"], bins, duplicates="drop")
+    """Error per quantile bin of the true target (per value for a target with few distinct
+    values, where quantile edges would collapse): where the model is off, and which way."""
+    if frame["true"].nunique() <= DISCRETE_VALUES:
+        binned = frame["true"].map(lambda v: f"{v:.6g}")
+    else:
+        binned = pd.qcut(frame["true"], bins, duplicates="drop")
     rows = []
     for interval, part in frame.groupby(binned, observed=True):
         rows.append(
