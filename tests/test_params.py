@@ -108,6 +108,8 @@ def test_stage_exits_with_one_line_before_work(tmp_path):
             "c.json",
             "--live",
             str(tmp_path / "live"),
+            "--state",
+            str(tmp_path / "state.pt"),
             "--params",
             str(bad),
         ],

@@ -94,6 +94,8 @@ def test_class_weights_for_unknown_classes_stop_train_before_work(tmp_path):
         str(tmp_path / "c.json"),
         "--live",
         str(tmp_path / "live"),
+        "--state",
+        str(tmp_path / "state.pt"),
     )
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2

@@ -168,6 +168,8 @@ class Train:
     amp: bool = True
     amp_dtype: str = field(default="fp16", metadata=_choice(*AMP_DTYPES))
     num_threads: int = field(default=0, metadata=_range(0))
+    nproc: int = field(default=1, metadata=_range(1))  # >1: DDP processes under torchrun
+    resume: bool = True  # continue an interrupted training from its last epoch
 
 
 @dataclass(frozen=True)

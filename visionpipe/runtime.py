@@ -14,13 +14,18 @@ from visionpipe.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def choose_device(requested: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def choose_device(requested: str = "auto", index: int = 0) -> torch.device:
+    """CUDA when present (or asked for), else CPU; ``index``: the GPU of this process."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device: 'cuda' requested but no CUDA device is available")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    device = torch.device(requested, index) if requested == "cuda" else torch.device(requested)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     log.info("device: %s (%s), %d CPU threads", device, name, torch.get_num_threads())
     return device
@@ -28,7 +33,7 @@ def choose_device(requested: str = "auto") -> torch.device:
 
 def set_threads(num_threads: int = 0) -> int:
     """Use ``num_threads`` intra-op threads (0: all cores available to this process)."""
-    n = num_threads or len(os.sched_getaffinity(0))
+    n = num_threads or cpu_count()
     torch.set_num_threads(n)
     return n
 

@@ -1,4 +1,5 @@
-"""The training loop shared by all tasks: optimizer, schedule, freezing, early stopping.
+"""The training loop shared by all tasks: optimizer, schedule, freezing, early stopping,
+resuming from the last epoch's state, and DistributedDataParallel across processes.
 
 Plain and explicit in the manner of the torchvision references. Per-epoch metrics go to a
 callback (dvclive in the train stage); the caller decides where the best weights are saved.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -18,8 +20,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from visionpipe import resume
 from visionpipe.augment import augment_batch
 from visionpipe.data import batches
+from visionpipe.distributed import Dist
 from visionpipe.evaluation import predict
 from visionpipe.freezing import apply_freeze, frozen_layers
 from visionpipe.tasks.base import Task
@@ -86,6 +90,15 @@ class Schedule:
         if self.plateau is not None:
             self.plateau.step(val_loss)
 
+    def state_dict(self) -> dict[str, Any]:
+        scheduler = self.per_step or self.plateau
+        return scheduler.state_dict() if scheduler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        scheduler = self.per_step or self.plateau
+        if scheduler is not None:
+            scheduler.load_state_dict(state)
+
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -132,6 +145,25 @@ def is_better(value: float, best: float, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def _ddp(model: torch.nn.Module, device: torch.device, dist: Dist) -> torch.nn.Module:
+    """The module the training step calls: DDP around ``model`` in a distributed run.
+
+    Rebuilt whenever the set of frozen layers changes: DDP registers its gradient hooks for the
+    parameters that require a gradient when it is built.
+    """
+    if not dist.active:
+        return model
+    ids = [dist.local_rank] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _epoch_batches(n: int, batch_size: int, gen: torch.Generator, dist: Dist) -> list:
+    """Shuffled index batches, the same in every process; batches too small to give every
+    process at least 2 samples are left out (BatchNorm cannot train on one sample)."""
+    order = list(batches(n, batch_size, shuffle=True, gen=gen))
+    return [idx for idx in order if len(idx) >= 2 * dist.world or len(order) == 1]
+
+
 def fit(
     model: torch.nn.Module,
     task: Task,
@@ -144,13 +176,22 @@ def fit(
     device: torch.device,
     gen: torch.Generator,
     log_epoch: Callable[[int, dict[str, float]], None],
+    state_path: str | None = None,
+    state_key: str = "",
+    dist: Dist | None = None,
 ) -> FitResult:
     """Train up to ``params.train.epochs``; keep the weights of the best epoch by the monitor.
 
     Stops early after ``early_stopping_patience`` epochs without improvement (0: never); the
     returned ``best_state`` is always the best epoch's, so stopping early restores it.
+
+    With ``state_path``, the state after each epoch is saved there, and a state saved under the
+    same ``state_key`` is resumed: its epochs are replayed to ``log_epoch`` and training goes on
+    from the next one. ``dist``: this process's rank in a DistributedDataParallel run; each
+    process trains on its share of every batch and gets the whole validation split's outputs.
     """
     cfg = params.train
+    dist = dist or Dist()
     model.to(device).to(memory_format=torch.channels_last)
     criterion = criterion.to(device)
     optimizer = make_optimizer(model, cfg)
@@ -160,30 +201,50 @@ def fit(
     monitor = task.monitor(params).removeprefix("val_")
     mode = task.monitor_modes[monitor]
     result = FitResult(best_epoch=-1, best_value=-math.inf if mode == "max" else math.inf)
+    start = 0
+    saved = resume.load(state_path, state_key) if state_path else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        step.scaler.load_state_dict(saved["scaler"])
+        result = FitResult(**saved["result"])
+        resume.set_rng_states(saved["rng"], gen)
+        start = saved["epoch"]
+        log.info("resuming after epoch %d of %d from %s", start, cfg.epochs, state_path)
+        for epoch, metrics in enumerate(result.history):
+            log_epoch(epoch, metrics)
 
-    for epoch in range(cfg.epochs):
+    frozen_ids: tuple[int, ...] | None = None
+    for epoch in range(start, cfg.epochs):
+        if result.stopped_early:
+            break
         frozen = frozen_layers(model, epoch, cfg.freeze_backbone_epochs, cfg.trainable_layers)
         model.train()
         apply_freeze(model, frozen)
-        start, total, seen = time.perf_counter(), 0.0, 0
-        # a last batch of one sample is left out: BatchNorm cannot train on a single sample
-        order = list(batches(len(train_x), cfg.batch_size, shuffle=True, gen=gen))
+        if frozen_ids != (ids := tuple(id(m) for m in frozen)):
+            step.model, frozen_ids = _ddp(model, device, dist), ids
+        began, total, seen = time.perf_counter(), 0.0, 0
         bar = tqdm(
-            [idx for idx in order if len(idx) > 1 or len(order) == 1],
+            _epoch_batches(len(train_x), cfg.batch_size, gen, dist),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
+            disable=not dist.is_main,
         )
         for idx in bar:
-            x = augment_batch(train_x[idx], params.augment, gen)
-            loss = step(x, train_y[idx])
+            mine = dist.shard(idx)
+            x = augment_batch(train_x[mine], params.augment, gen)
+            loss = step(x, train_y[mine])
             schedule.step_batch()
-            total += loss * len(idx)
-            seen += len(idx)
+            total += loss * len(mine)
+            seen += len(mine)
             bar.set_postfix(loss=f"{total / seen:.4f}")
-        train_time = time.perf_counter() - start
+        total, seen = dist.sum(total, seen)
+        train_time = time.perf_counter() - began
 
         with _autocast(device, amp_dtype):
-            outputs = predict(model, val_x, cfg.batch_size * 2, device, progress=False)
+            mine = predict(model, dist.shard(val_x), cfg.batch_size * 2, device, progress=False)
+        outputs = dist.gather(mine, len(val_x))
         val_loss = float(criterion(outputs.to(device), val_y.to(device)).item())
         metrics = {"train_loss": total / max(seen, 1), "val_loss": val_loss}
         metrics.update({f"val_{k}": v for k, v in task.epoch_metrics(outputs, val_y).items()})
@@ -209,13 +270,26 @@ def fit(
         patience = cfg.early_stopping_patience
         if patience and epoch - result.best_epoch >= patience and epoch + 1 < cfg.epochs:
             log.info(
-                "early stopping: no %s improvement for %d epochs; restoring epoch %d",
-                f"val_{monitor}",
+                "early stopping: no val_%s improvement for %d epochs; restoring epoch %d",
+                monitor,
                 patience,
                 result.best_epoch + 1,
             )
             result.stopped_early = True
-            break
+        if state_path and dist.is_main:
+            resume.save(
+                state_path,
+                state_key,
+                {
+                    "epoch": epoch + 1,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": step.scaler.state_dict(),
+                    "result": dataclasses.asdict(result),
+                    "rng": resume.rng_states(gen),
+                },
+            )
     for p in model.parameters():
         p.requires_grad_(True)
     return result

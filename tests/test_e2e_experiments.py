@@ -1,0 +1,153 @@
+"""End to end: sharing through a DVC remote and sweeping through the experiment queue, with the
+real `dvc` CLI on the tiny pipeline (tests/e2e.py)."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+
+from tests.e2e import TINY, copy_repo, dvc_json, env, run
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = copy_repo(tmp_path_factory.mktemp("shared"), TINY)
+    run(path, "dvc", "repro")
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "baseline run")
+    return path
+
+
+def test_push_clone_pull_is_up_to_date_and_artifacts_get(repo, tmp_path):
+    """A teammate clones the repo, pulls from the remote and has nothing to rebuild."""
+    remote = tmp_path / "remote"
+    run(repo, "dvc", "remote", "add", "-d", "storage", str(remote))
+    run(repo, "git", "commit", "-qam", "a DVC remote")
+    pushed = run(repo, "dvc", "push").stdout
+    assert "pushed" in pushed and remote.is_dir()
+
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models/model.pt").exists()
+    run(clone, "dvc", "pull")
+    for out in ("data/raw/elpv_cells.xlsx", "models/model.pt", "models/export/model.onnx"):
+        assert (clone / out).is_file(), out
+    assert "Data and pipelines are up to date" in run(clone, "dvc", "status").stdout
+    assert "Running stage" not in run(clone, "dvc", "repro").stdout
+
+    # the exported model as a named artifact, straight from the repo and its remote: a version
+    # is an annotated git tag in GTO's format (what `gto register model` writes)
+    run(repo, "git", "tag", "-a", "model@v0.1.0", "-m", "the first model")
+    got = tmp_path / "got"
+    run(tmp_path, "dvc", "artifacts", "get", str(repo), "model", "-o", str(got))
+    assert {p.name for p in got.iterdir()} >= {"model.onnx", "model.json", "model.ts"}
+    assert (got / "model.onnx").read_bytes() == (repo / "models/export/model.onnx").read_bytes()
+
+
+def exp_table(repo, *args) -> list[dict]:
+    text = run(repo, "dvc", "exp", "show", "--csv", "--no-pager", *args).stdout
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_queued_sweep_runs_alone_per_experiment_and_applies_the_best(repo):
+    lr, dropout = "train.lr=0.001,0.003", "model.dropout=0.0,0.2"
+    run(repo, "dvc", "exp", "run", "--queue", "-S", lr, "-S", dropout)
+    run(repo, "dvc", "exp", "run", "--queue", "-n", "bad-lr", "-S", "train.lr=-1")
+    proc = run(repo, "dvc", "exp", "run", "--run-all", "-j", "2", check=False)
+
+    # the invalid run failed alone, with the validation message; the four others completed
+    status = run(repo, "dvc", "queue", "status").stdout
+    assert "bad-lr" in status and "Failed" in status, status
+    assert status.count("Success") == 4, (status, proc.stdout[-2000:], proc.stderr[-2000:])
+    logs = run(repo, "dvc", "queue", "logs", "bad-lr", check=False)
+    assert "error: train.lr: -1.0 is out of range, allowed > 0.0" in logs.stdout
+
+    metric = "results/evaluate/metrics.json:accuracy"
+    rows = [r for r in exp_table(repo, "--sort-by", metric, "--sort-order", "desc") if r["rev"]]
+    failed = [r for r in rows if r["Experiment"] == "bad-lr"]
+    assert len(failed) == 1 and failed[0]["State"] == "Failed"
+    runs = [r for r in rows if r["Experiment"] not in ("", "bad-lr")]
+    assert len(runs) == 4, rows
+    assert {(r["train.lr"], r["model.dropout"]) for r in runs} == {
+        ("0.001", "0.0"),
+        ("0.001", "0.2"),
+        ("0.003", "0.0"),
+        ("0.003", "0.2"),
+    }
+    accuracies = [float(r["accuracy"]) for r in runs]
+    assert accuracies == sorted(accuracies, reverse=True)
+
+    best, other = runs[0]["Experiment"], runs[-1]["Experiment"]
+    diff = dvc_json(repo, "plots", "diff", best, other)
+    assert not diff.get("errors"), diff["errors"]
+    (loss,) = diff["data"]["Loss"]
+    assert set(loss["revisions"]) == {best, other}
+
+    run(repo, "dvc", "exp", "apply", best)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert str(params["train"]["lr"]) == runs[0]["train.lr"]
+    assert "Data and pipelines are up to date" in run(repo, "dvc", "status").stdout
+
+
+def test_two_process_ddp_training_through_dvc(tmp_path):
+    """train.nproc: 2 runs the train stage as 2 gloo processes under torchrun."""
+    overrides = {**TINY, "train": {**TINY["train"], "epochs": 2, "nproc": 2}}
+    repo = copy_repo(tmp_path / "ddp", overrides)
+    out = run(repo, "dvc", "repro", "evaluate")
+    assert "torch.distributed.run" in out.stdout + out.stderr
+    train = json.loads((repo / "results/train/metrics.json").read_text())
+    assert train["distributed"] == {"processes": 2, "backend": "gloo"}
+    assert train["step"] == 1 and {"loss", "accuracy", "f1_macro"} <= set(train["val"])
+    ev = json.loads((repo / "results/evaluate/metrics.json").read_text())
+    assert ev["num_samples"] > 0 and 0 <= ev["accuracy"] <= 1  # the model loads and predicts
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["nproc"] = 4096
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = run(repo, "dvc", "repro", "train", check=False)
+    assert failed.returncode != 0
+    errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("error: train.nproc")]
+    assert len(errors) == 1 and "4096 processes but this machine has" in errors[0]
+
+
+def test_a_killed_train_stage_resumes_to_the_uninterrupted_result(tmp_path):
+    overrides = {**TINY, "train": {**TINY["train"], "epochs": 6}}
+    whole = copy_repo(tmp_path / "whole", overrides)
+    run(whole, "dvc", "repro", "train")
+    cut = copy_repo(tmp_path / "cut", overrides)
+    run(cut, "dvc", "repro", "eda")
+    state = cut / "models/train_state.pt"
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train"],
+        cwd=cut,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs, mid-training
+    proc.wait()
+    assert not (cut / "models/model.pt").exists()
+
+    again = run(cut, "dvc", "repro", "train")
+    assert "resuming after epoch" in again.stdout + again.stderr
+    a, b = (json.loads((r / "results/train/metrics.json").read_text()) for r in (whole, cut))
+    for key in ("val", "train", "best", "step"):
+        if key == "train":
+            a[key].pop("epoch_seconds"), b[key].pop("epoch_seconds")
+        assert a[key] == b[key], key
+    saved = [torch.load(r / "models/model.pt", weights_only=True) for r in (whole, cut)]
+    for name, tensor in saved[0]["state_dict"].items():
+        assert torch.equal(tensor, saved[1]["state_dict"][name]), name
+    assert "Data and pipelines are up to date" in run(cut, "dvc", "status", "train").stdout
