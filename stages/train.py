@@ -94,7 +94,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
         },
     }
 
-    summary["distributed"] = {"processes": dist.world, "backend": distributed.backend()}
+    summary["distributed"] = {
+        "processes": dist.world,
+        "backend": distributed.backend() if dist.active else None,
+    }
     live_context = (
         Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None)
         if dist.is_main
