@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dvclive import Live
 
+import visionpipe
 from visionpipe import distributed, resume
 from visionpipe.cache import cached_images
 from visionpipe.checkpoint import save_checkpoint
@@ -39,10 +40,12 @@ def live_name(key: str) -> str:
 
 def state_key(params: Params, dataset: str, labels: list[str]) -> str:
     """What a saved training state must match to be resumed: every param that shapes training
-    (not ``train.resume`` itself), the split manifests' hash and the labels."""
+    (not ``train.resume`` itself), the split manifests' hash, the labels and the code (the
+    visionpipe package and this script)."""
     train = {k: v for k, v in as_dict(params.train).items() if k != "resume"}
     sections = [as_dict(s) for s in (params.base, params.model, params.augment, params.regression)]
-    return resume.fingerprint(train, sections, params.data.target_column, dataset, labels)
+    code = resume.code_fingerprint(Path(visionpipe.__file__).parent, Path(__file__))
+    return resume.fingerprint(train, sections, params.data.target_column, dataset, labels, code)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:

@@ -84,6 +84,19 @@ def test_other_params_or_data_start_afresh(tmp_path, caplog):
     assert "unreadable" in caplog.text and logged == [0, 1, 2, 3]
 
 
+def test_the_code_is_part_of_the_fingerprint(tmp_path):
+    from visionpipe.resume import code_fingerprint
+
+    for clone in ("a", "b"):
+        (tmp_path / clone / "pkg").mkdir(parents=True)
+        (tmp_path / clone / "pkg" / "loop.py").write_text("lr = 1\n")
+        (tmp_path / clone / "stage.py").write_text("main()\n")
+    a, b = (code_fingerprint(tmp_path / c / "pkg", tmp_path / c / "stage.py") for c in "ab")
+    assert a == b  # the same code in two clones
+    (tmp_path / "b" / "pkg" / "loop.py").write_text("lr = 2\n")
+    assert code_fingerprint(tmp_path / "b" / "pkg", tmp_path / "b" / "stage.py") != a
+
+
 def test_early_stopping_is_remembered_by_the_saved_state(tmp_path):
     first, _ = run(tmp_path, lr=0.0, early_stopping_patience=1)  # lr 0: no improvement
     assert first.stopped_early and len(first.history) == 2

@@ -3,7 +3,9 @@
 After every epoch the loop writes the model, optimizer, schedule, gradient scaler, the epochs'
 history and best weights, and every random number generator's state (atomically: a kill leaves
 the previous epoch's state). A rerun continues from it only when its fingerprint (the params
-that shape training and the dataset's hash) is the same; otherwise it starts afresh. On a CPU
+that shape training, the dataset's hash and the code) is the same; otherwise it starts afresh.
+The code is in it because DVC reruns the stage after a code change, and a finished state would
+otherwise hand back the old model as if it were the new code's. On a CPU
 the resumed run then ends with exactly the weights and metrics of an uninterrupted one.
 """
 
@@ -30,6 +32,17 @@ def fingerprint(*parts: Any) -> str:
     """A hash of JSON-able values (params sections, dataset hash, labels)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def code_fingerprint(*roots: Path) -> str:
+    """A hash of every Python file under ``roots`` (paths and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for root in roots:
+        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+        for file in files:  # named relative to the root: the same code in any clone
+            name = file.relative_to(root.parent).as_posix()
+            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def rng_states(gen: torch.Generator) -> dict[str, Any]:
