@@ -135,3 +135,14 @@ def test_hidden_head_is_part_of_the_head_and_survives_a_checkpoint(arch, tmp_pat
     with torch.no_grad():
         assert model(x).shape == (2, 1)
         assert torch.equal(model(x), loaded(x))
+
+
+def test_a_head_that_does_not_end_in_a_linear_layer_cannot_get_a_hidden_layer():
+    from visionpipe.models import _add_hidden_layer
+
+    net = torch.nn.Module()
+    net.classifier = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Softmax(1))
+    with pytest.raises(UserError, match="does not end in a Linear layer \\(Softmax\\)"):
+        _add_hidden_layer(net, 8, 0.1)
+    with pytest.raises(UserError, match="cannot find the head of Sequential"):
+        _add_hidden_layer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), 8, 0.1)

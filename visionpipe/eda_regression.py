@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from visionpipe.data import load_images  # noqa: E402
 from visionpipe.eda import image_sizes  # noqa: E402
 from visionpipe.errors import DataError, UserError  # noqa: E402
-from visionpipe.io import save_figure  # noqa: E402
+from visionpipe.io import save_figure, significant  # noqa: E402
 from visionpipe.manifests import SPLITS  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,6 @@ CHANNELS = (("R", "#d62728"), ("G", "#2ca02c"), ("B", "#1f77b4"))
 MAX_CATEGORIES = 20  # box plots beyond this many categories are unreadable
 SAMPLE_SIZE = 96  # px of the sample grid's thumbnails
 INTENSITY_SIZE = 64  # px the intensity histograms decode at (enough for a distribution)
-
-
-def _significant(value: float | None, digits: int = 6) -> float | None:
-    """``value`` rounded to ``digits`` significant digits; None (JSON null) when not finite."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(f"{value:.{digits}g}")
 
 
 def _cells(series: pd.Series) -> pd.Series:
@@ -81,11 +74,11 @@ def target_stats(values: pd.Series) -> dict[str, Any]:
         return {k: (0 if k == "count" else None) for k in _STAT_KEYS}
     return {
         "count": int(len(values)),
-        "mean": _significant(float(values.mean())),
-        "std": _significant(float(values.std())) if len(values) > 1 else None,
-        "min": _significant(float(values.min())),
-        "median": _significant(float(values.median())),
-        "max": _significant(float(values.max())),
+        "mean": significant(float(values.mean())),
+        "std": significant(float(values.std())) if len(values) > 1 else None,
+        "min": significant(float(values.min())),
+        "median": significant(float(values.median())),
+        "max": significant(float(values.max())),
     }
 
 
@@ -125,7 +118,7 @@ def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def _caption(value: float) -> str:
     """3 significant digits, without switching to 1.23e+03 for weights in the thousands."""
-    rounded = _significant(value, 3)
+    rounded = significant(value, 3)
     return "n/a" if rounded is None else f"{rounded:g}"
 
 
@@ -183,7 +176,7 @@ def correlation(
     ax.set_title(title)
     fig.tight_layout()
     save_figure(path, fig)
-    return {name: _significant(float(matrix[i + 1, 0])) for i, name in enumerate(numeric)}
+    return {name: significant(float(matrix[i + 1, 0])) for i, name in enumerate(numeric)}
 
 
 def _note_figure(text: str, path: Path) -> None:
@@ -268,8 +261,8 @@ def pixel_intensity(
         hist, edges = np.histogram(channel, bins=64, range=(0, 255), density=True)
         ax.plot((edges[:-1] + edges[1:]) / 2, hist, color=color, label=name)
         stats[name] = {
-            "mean": _significant(float(channel.mean())),
-            "std": _significant(float(channel.std())),
+            "mean": significant(float(channel.mean())),
+            "std": significant(float(channel.std())),
         }
     stats["images"] = int(len(rows))
     ax.set_xlabel("pixel intensity (0-255)")
@@ -295,7 +288,7 @@ def group_summary(frame: pd.DataFrame) -> dict[str, Any] | None:
         "num_groups": int(len(per_group)),
         "images_per_group": {
             "max": int(per_group.max()),
-            "mean": _significant(float(per_group.mean())),
+            "mean": significant(float(per_group.mean())),
         },
         "groups_per_split": {
             split: int(groups[has & (frame["split"] == split)].nunique()) for split in SPLITS

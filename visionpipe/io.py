@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +32,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def significant(value: float | None, digits: int = 6) -> float | None:
+    """``value`` rounded to ``digits`` significant digits for a JSON report; None (JSON null)
+    when missing or not finite, so a report never holds NaN."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
 
 
 def read_json(path: str | Path) -> Any:

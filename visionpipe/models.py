@@ -186,26 +186,23 @@ BUILDERS.update({a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCH
 def _add_hidden_layer(net: nn.Module, hidden: int, dropout: float) -> None:
     """Replace the head's final Linear(in, out) by Linear(in, hidden), ReLU, Dropout,
     Linear(hidden, out): a non-linear head (the regression head) on any backbone."""
-    for name in HEAD_NAMES:
-        if hasattr(net, name):
-            owner, key = net, name
-            module = getattr(net, name)
-            if isinstance(module, nn.Sequential):
-                owner, key = module, str(len(module) - 1)
-            last = getattr(owner, key)
-            if isinstance(last, nn.Linear):
-                setattr(
-                    owner,
-                    key,
-                    nn.Sequential(
-                        nn.Linear(last.in_features, hidden),
-                        nn.ReLU(inplace=True),
-                        nn.Dropout(dropout),
-                        nn.Linear(hidden, last.out_features),
-                    ),
-                )
-                return
-    raise UserError(f"cannot add a hidden layer to the head of {type(net).__name__}")
+    owner, key = net, _head_name(net)
+    module = getattr(owner, key)
+    if isinstance(module, nn.Sequential):
+        owner, key = module, str(len(module) - 1)
+    last = getattr(owner, key)
+    if not isinstance(last, nn.Linear):
+        raise UserError(
+            f"cannot add a hidden layer to the head of {type(net).__name__}: it does not end "
+            f"in a Linear layer ({type(last).__name__})"
+        )
+    hidden_head = nn.Sequential(
+        nn.Linear(last.in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, last.out_features),
+    )
+    setattr(owner, key, hidden_head)
 
 
 def build_model(
@@ -234,12 +231,17 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 HEAD_NAMES = ("classifier", "fc")
 
 
+def _head_name(net: nn.Module) -> str:
+    """The attribute holding the network's head (``classifier`` or ``fc``)."""
+    for name in HEAD_NAMES:
+        if hasattr(net, name):
+            return name
+    raise UserError(f"cannot find the head of {type(net).__name__} (looked for {HEAD_NAMES})")
+
+
 def head(model: ImageModel) -> nn.Module:
     """The task head (the layers replaced for this dataset), trainable in every freeze mode."""
-    for name in HEAD_NAMES:
-        if hasattr(model.net, name):
-            return getattr(model.net, name)
-    raise UserError(f"cannot find the head of {type(model.net).__name__} (looked for {HEAD_NAMES})")
+    return getattr(model.net, _head_name(model.net))
 
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)

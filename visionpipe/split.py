@@ -109,22 +109,21 @@ def _by_group(
     seed: int,
     name: str,
 ) -> dict[str, pd.DataFrame]:
-    groups = _text(frame[column])
-    column = name  # messages name the column as the user knows it
+    groups = _text(frame[column])  # messages name the column as the user knows it: ``name``
     if missing := int(groups.eq("").sum()):
         raise DataError(
-            f"split: {missing} of {len(frame)} rows have no {column!r}; give every row a group"
+            f"split: {missing} of {len(frame)} rows have no {name!r}; give every row a group"
         )
     if (n := groups.nunique()) < 3:
         raise DataError(
-            f"split: only {n} group(s) in column {column!r}; a grouped split needs at least 3"
+            f"split: only {n} group(s) in column {name!r}; a grouped split needs at least 3"
         )
     try:
         rest, held = _group_holdout(frame, groups, val + test, seed)
         val_part, test_part = _group_holdout(held, groups, test / (val + test), seed)
     except ValueError as exc:  # sklearn refuses to leave one side without a group
         raise DataError(
-            f"split: {n} groups in column {column!r} are too few for ratios "
+            f"split: {n} groups in column {name!r} are too few for ratios "
             f"{train:g}/{val:g}/{test:g}: a split would be empty; add groups or change the ratios"
         ) from exc
     return {"train": rest, "val": val_part, "test": test_part}

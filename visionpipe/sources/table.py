@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from visionpipe.errors import DataError, UserError
+from visionpipe.io import significant
 from visionpipe.sources.folder import MANIFEST_COLUMNS, ScanResult, check_image, data_report
 
 log = logging.getLogger(__name__)
@@ -433,11 +434,6 @@ def scan_regression_table(
     return ScanResult(root, "table", [], samples, skipped)
 
 
-def _significant(value: float, digits: int = 6) -> float | None:
-    """``value`` rounded to ``digits`` significant digits; None (JSON null) when not finite."""
-    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
-
-
 def regression_report(scan: ScanResult) -> dict:
     """Summary of a ``scan_regression_table`` result: why table rows were dropped (counts and
     percent of the non-blank data rows), target statistics of the kept rows, groups, and every
@@ -463,7 +459,7 @@ def regression_report(scan: ScanResult) -> dict:
     names.update({"75%": "75%", "max": "max"})  # describe()'s names, in its order
     report["target"] = {
         "count": int(stats["count"]),
-        **{name: _significant(float(stats[key])) for key, name in names.items()},
+        **{name: significant(float(stats[key])) for key, name in names.items()},
     }
     groups = samples["group"].astype(str)
     if len(groups) and (groups != "").any():  # kept rows all have a group when one is set
