@@ -13,7 +13,7 @@ from visionpipe.tasks import get_task
 def main(params: Params, args: argparse.Namespace) -> None:
     report = read_json(args.report) if Path(args.report).is_file() else None
     summary = get_task(params.base.task).eda(
-        read_splits(args.splits), params, Path(args.figures), report
+        read_splits(args.splits), params, Path(args.figures), report, Path(args.splits)
     )
     write_json(args.summary, summary)
 

@@ -1,10 +1,11 @@
-"""Stage prepare: scan data.path (class folders or a table) into a manifest and a data report."""
+"""Stage prepare: scan data.path (class folders, a table, or COCO annotations) into a manifest
+and a data report."""
 
 import argparse
 import logging
 from pathlib import Path
 
-from visionpipe.io import write_csv, write_json
+from visionpipe.io import write_json
 from visionpipe.params import Params
 from visionpipe.stage import run_stage
 from visionpipe.tasks import get_task
@@ -13,8 +14,9 @@ log = logging.getLogger("visionpipe.prepare")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    result, report = get_task(params.base.task).scan(params)
-    write_csv(Path(args.out) / "manifest.csv", result.samples)
+    task = get_task(params.base.task)
+    result, report = task.scan(params)
+    task.write_prepared(result, Path(args.out))
     write_json(args.report, report)
     log.info(
         "%d images (%s layout), %d skipped: see %s",

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from visionpipe.io import write_csv
 from visionpipe.manifests import SPLITS
 from visionpipe.params import Params
 from visionpipe.stage import run_stage
@@ -17,11 +16,11 @@ log = logging.getLogger("visionpipe.split")
 
 def main(params: Params, args: argparse.Namespace) -> None:
     manifest = pd.read_csv(Path(args.prepared) / "manifest.csv", keep_default_na=False)
-    frame = get_task(params.base.task).split(manifest, params)
+    task = get_task(params.base.task)
+    frame = task.split(manifest, params)
+    task.write_splits(frame, Path(args.prepared), Path(args.out))
     for name in SPLITS:
-        part = frame[frame["split"] == name].drop(columns="split")
-        write_csv(Path(args.out) / f"{name}.csv", part)
-        log.info("%s: %d images", name, len(part))
+        log.info("%s: %d images", name, int((frame["split"] == name).sum()))
 
 
 if __name__ == "__main__":

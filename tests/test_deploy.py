@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stages.export import sidecar
 from tests.conftest import make_class_folders
 from visionpipe import export
 from visionpipe.checkpoint import save_checkpoint
 from visionpipe.errors import UserError
+from visionpipe.image_stages import sidecar
 from visionpipe.inference import image_frames, list_images, load_predictor, open_frames
 from visionpipe.models import build_model
 from visionpipe.params import Params
@@ -93,8 +93,11 @@ def test_load_predictor_rejects_bad_models(exported, tmp_path):
         (other / "model.pkl").write_bytes(b"x")
         load_predictor(other / "model.pkl", 1)
     meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "task": "segmentation"}))
+    with pytest.raises(UserError, match="a 'segmentation' model; this version handles classif"):
+        load_predictor(other / "model.onnx", 1)
     (other / "model.json").write_text(json.dumps({**meta, "task": "detection"}))
-    with pytest.raises(UserError, match="a 'detection' model; this version handles classification"):
+    with pytest.raises(UserError, match="a detection model; these commands take one-output-per"):
         load_predictor(other / "model.onnx", 1)
     (other / "model.json").write_text(json.dumps({**meta, "image_size": 64}))
     with pytest.raises(UserError, match="takes 32x32 images but model.json says 64"):

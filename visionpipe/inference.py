@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -26,7 +26,9 @@ from visionpipe.checkpoint import load_checkpoint
 from visionpipe.data import decode_image
 from visionpipe.errors import DataError, UserError
 from visionpipe.sources.folder import IMAGE_EXTENSIONS
-from visionpipe.tasks import TASKS, Task, get_task
+
+if TYPE_CHECKING:
+    from visionpipe.tasks import Task
 
 SIDECAR = "model.json"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -85,12 +87,20 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
         run = functools.partial(export.run_onnx, session)
     else:
         raise UserError(f"{path}: unknown model format {suffix!r}; expected .onnx, .ts or .pt")
+    from visionpipe.tasks import TASKS, get_task  # the tasks' stage code imports this module
+    from visionpipe.tasks.image import ImageTask
+
     task_name = meta.get("task")
     if task_name not in TASKS:
         raise UserError(f"{path}: a {task_name!r} model; this version handles {', '.join(TASKS)}")
     if expect_task and task_name != expect_task:
         raise UserError(f"{path}: a {task_name} model, but base.task is {expect_task}")
     task = get_task(task_name)
+    if not isinstance(task, ImageTask):
+        raise UserError(
+            f"{path}: a {task_name} model; these commands take one-output-per-image models "
+            "(classification, regression); a detector runs in the simulate stage"
+        )
     task.load_meta(meta)
     size = int(meta["image_size"])
     run(torch.zeros(1, 3, size, size))  # warm-up: the first call pays for allocation and setup

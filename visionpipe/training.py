@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -26,7 +26,9 @@ from visionpipe.data import batches
 from visionpipe.distributed import Dist
 from visionpipe.evaluation import predict
 from visionpipe.freezing import apply_freeze, frozen_layers
-from visionpipe.tasks.base import Task
+
+if TYPE_CHECKING:  # the task module imports this loop
+    from visionpipe.tasks.image import ImageTask
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ def _epoch_batches(n: int, batch_size: int, gen: torch.Generator, dist: Dist) ->
 
 def fit(
     model: torch.nn.Module,
-    task: Task,
+    task: ImageTask,
     params: Any,
     criterion: torch.nn.Module,
     train_x: torch.Tensor,

@@ -1,19 +1,23 @@
 """The Task interface: everything a stage needs that differs between task families.
 
 Stages never branch on ``base.task``: prepare asks the task for its source, split for its split,
-eda for its figures, train for its targets, head and criterion, evaluate for its artifacts.
+eda for its figures, and train, evaluate, export and simulate hand their work to the task's
+stage methods. Tasks with one output per image (classification, regression) share those through
+:class:`visionpipe.tasks.image.ImageTask`; detection has its own.
 """
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from visionpipe.errors import UserError
+from visionpipe.io import write_csv
+from visionpipe.manifests import SPLITS
 from visionpipe.sources.folder import ScanResult
 
 
@@ -44,6 +48,10 @@ class Task(ABC):
     def scan(self, params: Any) -> tuple[ScanResult, dict]:
         """The manifest of usable samples from ``params.data``, and the data report."""
 
+    def write_prepared(self, result: ScanResult, out: Path) -> None:
+        """Write what prepare found: ``out/manifest.csv`` (detection adds its COCO file)."""
+        write_csv(out / "manifest.csv", result.samples)
+
     @abstractmethod
     def split(self, manifest: pd.DataFrame, params: Any) -> pd.DataFrame:
         """``manifest`` with a ``split`` column (train/val/test): a pure function of its inputs."""
@@ -55,80 +63,32 @@ class Task(ABC):
         params: Any,
         figures: Path,
         data_report: dict | None,
+        splits: Path,
     ) -> dict[str, Any]:
-        """Write the exploratory figures of all splits (``frame`` has a ``split`` column) and
-        return the summary."""
+        """Write the exploratory figures of all splits (``frame`` has a ``split`` column; the
+        split stage's files are in ``splits``) and return the summary."""
 
-    # --- model and targets -----------------------------------------------------------------
+    def write_splits(self, frame: pd.DataFrame, prepared: Path, out: Path) -> None:
+        """Write ``out/{train,val,test}.csv`` from the split frame (detection adds its COCO
+        files, made from what prepare wrote to ``prepared``)."""
+        for name in SPLITS:
+            write_csv(out / f"{name}.csv", frame[frame["split"] == name].drop(columns="split"))
 
-    @abstractmethod
-    def labels(self, manifest: pd.DataFrame, params: Any) -> list[str]:
-        """Output names (class index, or the target's name) derived from the training manifest."""
-
-    def fit_targets(self, train_manifest: pd.DataFrame, params: Any) -> dict[str, Any]:
-        """Fit what the targets need on the train split only (e.g. a target transform).
-
-        Returns entries for the checkpoint's metadata; :meth:`load_meta` restores them.
-        """
-        return {}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:  # noqa: B027 - optional hook
-        """Restore what :meth:`fit_targets` fitted, from a checkpoint's or export's metadata."""
-
-    def head_hidden(self, params: Any) -> int:
-        """Width of a hidden layer in the new head (0: one linear layer)."""
-        return 0
-
-    def validate(self, params: Any, labels: list[str]) -> None:  # noqa: B027 - optional hook
-        """Fail early (one line) when a param does not fit the model's labels."""
+    # --- the model stages: each task family runs them its own way -----------------------------
 
     @abstractmethod
-    def targets(self, manifest: pd.DataFrame, labels: list[str]) -> torch.Tensor:
-        """Manifest rows -> target tensor, in the space the model is trained in."""
+    def train_stage(self, params: Any, args: argparse.Namespace) -> None:
+        """Train on the train split (val for model selection); write the checkpoint, class
+        index, dvclive folder and resumable state named in ``args``."""
 
     @abstractmethod
-    def criterion(
-        self, params: Any, labels: list[str], train_targets: torch.Tensor
-    ) -> torch.nn.Module:
-        """The training loss (class weights, smoothing or a regression loss, from params)."""
+    def evaluate_stage(self, params: Any, args: argparse.Namespace) -> None:
+        """Score the checkpoint on the test split: metrics, predictions, curves, figures."""
 
     @abstractmethod
-    def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""
-
-    # --- evaluation and deployment ---------------------------------------------------------
+    def export_stage(self, params: Any, args: argparse.Namespace) -> None:
+        """Export the checkpoint for deployment, with parity and latency."""
 
     @abstractmethod
-    def evaluate(
-        self,
-        outputs: torch.Tensor,
-        targets: torch.Tensor,
-        manifest: pd.DataFrame,
-        images: torch.Tensor,
-        labels: list[str],
-        params: Any,
-        results_dir: Path,
-        figures_dir: Path,
-    ) -> dict[str, Any]:
-        """Write the test-split artifacts; return the metrics dictionary.
-
-        ``outputs``, ``targets``, ``manifest`` rows and ``images`` (uint8 ``N x 3 x H x W``, as
-        the model saw them) are aligned by position, so figures can show the samples themselves
-        (e.g. the worst mistakes). Every task writes ``predictions.csv`` (with ``true`` and
-        ``predicted`` columns) and ``curves.csv`` (``curve, class, point, x, y``) in
-        ``results_dir``, the files dvc.yaml plots with ``${base.task}_*`` templates; other tables
-        go to ``results_dir / "tables"``, images to ``figures_dir``.
-        """
-
-    @abstractmethod
-    def prediction_records(self, outputs: torch.Tensor, labels: list[str]) -> list[dict]:
-        """Per-sample prediction as plain values (with ``confidence`` where the task has one)."""
-
-    @abstractmethod
-    def output_description(self) -> dict[str, Any]:
-        """What the model's raw output means (``meaning`` and what maps it to a prediction),
-        for the exported model's JSON."""
-
-    @abstractmethod
-    def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
-        """How far an exported model's outputs are from the PyTorch model's."""
+    def simulate_stage(self, params: Any, args: argparse.Namespace) -> None:
+        """The conveyor loop over test frames with the exported model."""

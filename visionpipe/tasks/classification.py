@@ -32,12 +32,12 @@ from visionpipe.io import write_csv
 from visionpipe.sources.folder import ScanResult, data_report, scan_folder
 from visionpipe.sources.table import scan_table, table_report
 from visionpipe.split import split_manifest
-from visionpipe.tasks.base import Task
+from visionpipe.tasks.image import ImageTask
 
 log = logging.getLogger(__name__)
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ImageTask):
     name = "classification"
     monitor_modes = {"accuracy": "max", "f1_macro": "max", "loss": "min"}
     default_monitor = "val_f1_macro"
@@ -62,7 +62,12 @@ class ClassificationTask(Task):
         return split_manifest(manifest, s.train, s.val, s.test, params.base.seed)
 
     def eda(
-        self, frame: pd.DataFrame, params: Any, figures: Path, data_report: dict | None
+        self,
+        frame: pd.DataFrame,
+        params: Any,
+        figures: Path,
+        data_report: dict | None,
+        splits: Path,
     ) -> dict[str, Any]:
         return eda.classification_eda(
             Path(params.data.path),

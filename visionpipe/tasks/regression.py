@@ -31,7 +31,7 @@ from visionpipe.sources.table import (  # noqa: E402
 )
 from visionpipe.split import split_regression  # noqa: E402
 from visionpipe.targets import TargetTransform, regression_loss, regression_metrics  # noqa: E402
-from visionpipe.tasks.base import Task  # noqa: E402
+from visionpipe.tasks.image import ImageTask  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ ERROR_BINS = 5
 DISCRETE_VALUES = 10
 
 
-class RegressionTask(Task):
+class RegressionTask(ImageTask):
     name = "regression"
     monitor_modes = {"loss": "min", "rmse": "min", "mae": "min", "r2": "max"}
     default_monitor = "val_rmse"
@@ -83,7 +83,12 @@ class RegressionTask(Task):
         )
 
     def eda(
-        self, frame: pd.DataFrame, params: Any, figures: Path, data_report: dict | None
+        self,
+        frame: pd.DataFrame,
+        params: Any,
+        figures: Path,
+        data_report: dict | None,
+        splits: Path,
     ) -> dict[str, Any]:
         return regression_eda(
             Path(params.data.path),
