@@ -15,7 +15,13 @@ from tests.conftest import REPO
 
 # params that shrink the default run to seconds: a few dozen images, 1 epoch, tiny images
 TINY = {
-    "embedded": {"max_per_class": 8},
+    "embedded": {
+        "max_per_class": 8,
+        "panels": 8,
+        "panel_rows": 2,
+        "panel_cols": 2,
+        "cell_size": 32,
+    },
     "eda": {"samples": 2, "intensity_samples": 4},
     "model": {"image_size": 32},
     "train": {"epochs": 1, "batch_size": 16},
@@ -27,6 +33,7 @@ TINY = {
         "calibration_samples": 8,
     },
     "simulate": {"interval_ms": 20.0, "max_frames": 4},
+    "detection": {"epochs": 1, "batch_size": 4, "min_size": 64, "max_size": 64, "draw_images": 2},
 }
 
 

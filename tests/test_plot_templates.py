@@ -1,7 +1,7 @@
 """The custom Vega-Lite templates in .dvc/plots/ render through the real dvc CLI.
 
-dvc.yaml picks each plot's template by task (`template: ${base.task}_predictions`, ...), so both
-tasks' templates must render the evaluate stage's two plot-data files (predictions.csv and the
+dvc.yaml picks each plot's template by task (`template: ${base.task}_predictions`, ...), so every
+task's templates must render the evaluate stage's two plot-data files (predictions.csv and the
 long-format curves.csv) without a missing-field or template error, in `plots show` and in
 `plots diff` between two commits.
 """
@@ -19,7 +19,7 @@ from tests.conftest import REPO
 from tests.e2e import dvc_json, run
 
 TEMPLATES = REPO / ".dvc" / "plots"
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "detection")
 KINDS = ("predictions", "errors", "curves")
 
 # the three top-level plot definitions of dvc.yaml, nothing else
@@ -53,6 +53,11 @@ AXIS_TITLES = {
         "Test predictions": {"actual", "predicted"},
         "Test errors": {"actual", "residual (predicted - actual)"},
         "Test curves": {"absolute error tolerance", "share of samples within tolerance"},
+    },
+    "detection": {
+        "Test predictions": {"predicted", "true"},
+        "Test errors": {"predicted", "true"},
+        "Test curves": {"recall", "precision"},
     },
 }
 
@@ -113,7 +118,35 @@ def _regression_data(root: Path, shift: int = 0) -> None:
     _write_csv(root / "results/evaluate/curves.csv", curves)
 
 
-WRITERS = {"classification": _classification_data, "regression": _regression_data}
+def _detection_data(root: Path, shift: int = 0) -> None:
+    """One row per kept detection or missed part: state against state, with the two kinds of
+    error (background, missed); PR curves per part, as the detection task writes them."""
+    states = ("intact", "damaged", "absent", "occluded")
+    predictions = []
+    for i in range(14):
+        true = states[i % 4]
+        predicted = states[(i + (i % (5 + shift) == 0)) % 4]
+        if i == 12:
+            true = "background"
+        if i == 13:
+            predicted = "missed"
+        predictions.append({"image_id": i // 3, "true": true, "predicted": predicted})
+    curves = []
+    for j, part in enumerate(("mono", "poly")):
+        q = 0.1 * j + 0.05 * shift
+        curves += [
+            {"curve": "precision_recall", "class": part, "point": k, "x": k / 10, "y": 1 - q * k}
+            for k in range(11)
+        ]
+    _write_csv(root / "results/evaluate/predictions.csv", predictions)
+    _write_csv(root / "results/evaluate/curves.csv", curves)
+
+
+WRITERS = {
+    "classification": _classification_data,
+    "regression": _regression_data,
+    "detection": _detection_data,
+}
 
 
 def _project(root: Path, task: str) -> Path:

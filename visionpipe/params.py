@@ -28,10 +28,24 @@ TORCHVISION_ARCHITECTURES = (
     "efficientnet_b0",
 )
 ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES, "small_cnn")
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "detection")
+DETECTION_ARCHITECTURES = ("mobilenet_v3_large_fpn", "resnet50_fpn", "efficientnet_lite0_fpn")
+DETECTION_FLIPS = ("hflip", "vflip")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-# "auto": the task's own default (classification val_f1_macro, regression val_rmse)
-MONITORS = ("auto", "val_loss", "val_accuracy", "val_f1_macro", "val_rmse", "val_mae", "val_r2")
+# "auto": the task's own default (classification val_f1_macro, regression val_rmse,
+# detection val_map)
+MONITORS = (
+    "auto",
+    "val_loss",
+    "val_accuracy",
+    "val_f1_macro",
+    "val_rmse",
+    "val_mae",
+    "val_r2",
+    "val_map",
+    "val_map_50",
+    "val_state_accuracy",
+)
 AUGMENTATIONS = (
     "hflip",
     "vflip",
@@ -74,6 +88,11 @@ class Embedded:
     """The embedded elpv default materialized by the `embed` stage."""
 
     max_per_class: int = field(default=0, metadata=_range(0))
+    # detection: EL module panels composed from the real cells (written beside them)
+    panels: int = field(default=200, metadata=_range(0))  # 0: as many as the cells allow
+    panel_rows: int = field(default=3, metadata=_range(1))
+    panel_cols: int = field(default=4, metadata=_range(1))
+    cell_size: int = field(default=80, metadata=_range(16))  # pixels per cell in a panel
 
 
 @dataclass(frozen=True)
@@ -184,6 +203,31 @@ class Regression:
 
 
 @dataclass(frozen=True)
+class Detection:
+    """Parts with boxes and a state per part (base.task: detection), from COCO annotations."""
+
+    annotations: str = "panels.json"  # inside data.path: COCO JSON or simple per-image JSON
+    state_key: str = "state"  # attributes.<state_key> (CVAT export) or a top-level key
+    states: list[str] = field(default_factory=lambda: ["intact", "damaged", "absent", "occluded"])
+    arch: str = field(default="mobilenet_v3_large_fpn", metadata=_choice(*DETECTION_ARCHITECTURES))
+    pretrained: bool = True  # COCO weights, else an ImageNet backbone, else from scratch
+    min_size: int = field(default=240, metadata=_range(32))  # shorter image side fed to the model
+    max_size: int = field(default=320, metadata=_range(32))  # longer side at most
+    trainable_layers: int = field(default=3, metadata=_range(0, 6))  # pretrained backbone stages
+    flips: list[str] = field(default_factory=lambda: ["hflip", "vflip"])  # boxes move with them
+    epochs: int = field(default=12, metadata=_range(1))
+    batch_size: int = field(default=4, metadata=_range(1))
+    lr: float = field(default=3e-4, metadata=_range(0.0, open_=True))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    plateau_patience: int = field(default=2, metadata=_range(0))
+    plateau_factor: float = field(default=0.3, metadata=_range(0.0, 1.0, open_=True))
+    state_loss_weight: float = field(default=0.5, metadata=_range(0.0))
+    score_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))  # kept detections
+    iou_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0, open_=True))
+    draw_images: int = field(default=8, metadata=_range(0))  # test images drawn with predictions
+
+
+@dataclass(frozen=True)
 class Evaluate:
     batch_size: int = field(default=64, metadata=_range(1))
     binary_positive: list[str] = field(default_factory=list)
@@ -223,12 +267,13 @@ class Params:
     augment: Augment = field(default_factory=Augment)
     train: Train = field(default_factory=Train)
     regression: Regression = field(default_factory=Regression)
+    detection: Detection = field(default_factory=Detection)
     evaluate: Evaluate = field(default_factory=Evaluate)
     export: Export = field(default_factory=Export)
     simulate: Simulate = field(default_factory=Simulate)
 
 
-_ELEMENT_CHOICES = {("augment", "ops"): AUGMENTATIONS}
+_ELEMENT_CHOICES = {("augment", "ops"): AUGMENTATIONS, ("detection", "flips"): DETECTION_FLIPS}
 
 
 def _type_name(tp: Any) -> str:
@@ -308,6 +353,14 @@ def _check_cross_fields(p: Params) -> None:
         raise ParamsError(
             f"split: train + val + test must sum to 1, got {p.split.train} + {p.split.val}"
             f" + {p.split.test} = {total:g}"
+        )
+    states = p.detection.states
+    if not states or len(set(states)) != len(states):
+        raise ParamsError(f"detection.states: expected distinct state names, got {states!r}")
+    if p.detection.max_size < p.detection.min_size:
+        raise ParamsError(
+            f"detection.max_size: {p.detection.max_size} is below detection.min_size "
+            f"{p.detection.min_size}"
         )
 
 

@@ -6,8 +6,10 @@
 FRAMES may also be a video file (read with OpenCV) or a manifest CSV with a ``path`` column
 (e.g. data/splits/test.csv, with --root the data folder). Each frame is printed and appended
 to the CSV as it is processed (frame, time, class, confidence or value, low_confidence, latency,
-whether it missed its interval, error). Unreadable frames are skipped and counted. The summary
-gives frames, throughput, median and p95 latency and the frames that missed their interval.
+whether it missed its interval, error; the detection stage puts the parts/states found in class,
+their count in detections and their lowest probability in confidence). Unreadable frames are
+skipped and counted. The summary gives frames, throughput, median and p95 latency and the frames
+that missed their interval.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ COLUMNS = [
     "class",
     "confidence",
     "value",
+    "detections",
     "low_confidence",
     "latency_ms",
     "missed_interval",

@@ -46,7 +46,7 @@ GRADES = {
 }
 
 
-def _package_dir() -> Path:
+def package_dir() -> Path:
     try:
         import elpv_dataset
     except ImportError as exc:
@@ -68,7 +68,7 @@ def licence_text() -> str:
 def read_labels() -> pd.DataFrame:
     """The package's labels: image file, defect probability, module type, and grade class."""
     labels = pd.read_csv(
-        _package_dir() / "labels.csv",
+        package_dir() / "labels.csv",
         sep=r"\s+",
         header=None,
         names=["image", "probability", "type"],
@@ -86,7 +86,7 @@ def materialize(out_dir: str | Path, max_per_class: int = 0) -> pd.DataFrame:
     written all at once or not at all (atomic rename), replacing any earlier one.
     """
     out_dir = Path(out_dir)
-    src = _package_dir()
+    src = package_dir()
     labels = read_labels().sort_values(["label", "image"], kind="stable")
     if max_per_class:
         labels = labels.groupby("label", sort=False).head(max_per_class)

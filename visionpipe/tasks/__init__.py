@@ -5,11 +5,13 @@ from __future__ import annotations
 from visionpipe.errors import UserError
 from visionpipe.tasks.base import Task
 from visionpipe.tasks.classification import ClassificationTask
+from visionpipe.tasks.detection import DetectionTask
 from visionpipe.tasks.regression import RegressionTask
 
 TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "regression": RegressionTask,
+    "detection": DetectionTask,
 }
 
 

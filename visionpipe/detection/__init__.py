@@ -1,0 +1,1 @@
+"""Object detection with a per-box state: data, model, evaluation, drawing and EDA."""
