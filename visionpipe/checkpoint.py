@@ -22,16 +22,21 @@ def save_checkpoint(path: str | Path, model: ImageModel, meta: dict[str, Any]) -
         torch.save({"meta": meta, "state_dict": state}, tmp)
 
 
-def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
-    """Rebuild the model saved at ``path`` (in eval mode) and return it with its metadata."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and metadata saved at ``path`` (any task), or one line saying why not."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: model checkpoint not found (run the train stage)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        meta = ckpt["meta"]
+        return ckpt["state_dict"], ckpt["meta"]
     except Exception as exc:  # noqa: BLE001 - anything else is not one of our checkpoints
         raise UserError(f"{path}: not a visionpipe checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
+    """Rebuild the model saved at ``path`` (in eval mode) and return it with its metadata."""
+    state_dict, meta = read_checkpoint(path)
     built = build_model(
         meta["arch"],
         meta["num_outputs"],
@@ -39,5 +44,5 @@ def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
         dropout=meta["dropout"],
         hidden=meta.get("head_hidden", 0),
     )
-    built.model.load_state_dict(ckpt["state_dict"])
+    built.model.load_state_dict(state_dict)
     return built.model.eval(), meta

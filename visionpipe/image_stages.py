@@ -33,7 +33,7 @@ from visionpipe.models import build_model, count_parameters
 from visionpipe.params import Params, as_dict
 from visionpipe.runtime import choose_device, cpu_count, seed_everything, set_threads
 from visionpipe.timing import WARMUP, latency, model_latency, tile_batch
-from visionpipe.tracking import live_name
+from visionpipe.tracking import epoch_logger
 from visionpipe.training import fit
 
 if TYPE_CHECKING:  # the task module imports this one
@@ -114,14 +114,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     )
     key = state_key(params, summary["dataset"]["fingerprint"], labels)
     with live_context as live:
-
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            if live is None:  # not rank 0: only one process writes
-                return
-            for name, value in metrics.items():
-                live.log_metric(live_name(name), value)
-            live.next_step()
-
+        log_epoch = epoch_logger(live)  # not rank 0 (live is None): only one process writes
         result = fit(
             built.model,
             task,

@@ -1,6 +1,9 @@
-"""Names of the per-epoch values in dvclive, shared by every task's training stage."""
+"""Per-epoch values to dvclive: names and the logging callback, shared by every task's training."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 
 def live_name(key: str) -> str:
@@ -10,3 +13,17 @@ def live_name(key: str) -> str:
     if prefix in ("train", "val") and rest:
         return f"{prefix}/{rest}"
     return key if key == "lr" else f"train/{key}"
+
+
+def epoch_logger(live: Any) -> Callable[[int, dict[str, float]], None]:
+    """The training loops' per-epoch callback: every value to dvclive under :func:`live_name`,
+    then the next step. ``live`` None (a DDP process other than rank 0) logs nothing."""
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if live is None:
+            return
+        for key, value in metrics.items():
+            live.log_metric(live_name(key), value)
+        live.next_step()
+
+    return log_epoch

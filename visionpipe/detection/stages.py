@@ -21,7 +21,7 @@ from dvclive import Live
 
 import visionpipe
 from visionpipe import resume
-from visionpipe.checkpoint import save_checkpoint
+from visionpipe.checkpoint import read_checkpoint, save_checkpoint
 from visionpipe.detection import export as detection_export
 from visionpipe.detection.data import (
     DetectionSet,
@@ -48,7 +48,7 @@ from visionpipe.models import count_parameters
 from visionpipe.params import Params, as_dict
 from visionpipe.runtime import choose_device, seed_everything, set_threads
 from visionpipe.timing import WARMUP, latency
-from visionpipe.tracking import live_name
+from visionpipe.tracking import epoch_logger
 
 if TYPE_CHECKING:  # the task module imports this one
     from visionpipe.tasks.detection import DetectionTask
@@ -64,17 +64,10 @@ def _split_coco(args: argparse.Namespace, name: str) -> dict:
 
 def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The detector saved by the train stage (eval mode) and its metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model checkpoint not found (run the train stage)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        meta = ckpt["meta"]
-    except Exception as exc:  # noqa: BLE001 - anything else is not one of our checkpoints
-        raise UserError(f"{path}: not a visionpipe checkpoint ({exc})") from exc
+    state_dict, meta = read_checkpoint(path)
     if meta.get("task") != "detection":
         raise UserError(f"{path}: a {meta.get('task')} model, but base.task is detection")
-    return detector_from_checkpoint(ckpt["state_dict"], meta).eval(), meta
+    return detector_from_checkpoint(state_dict, meta).eval(), meta
 
 
 def state_key(params: Params, dataset: str, parts: list[str]) -> str:
@@ -124,12 +117,6 @@ def train(task: DetectionTask, params: Params, args: argparse.Namespace) -> None
     val_set = load_split(root, val_gt, cfg.states, cfg.min_size, cfg.max_size, desc="decoding val")
     dataset = fingerprint(args.splits)
     with Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None) as live:
-
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            for key, value in metrics.items():
-                live.log_metric(live_name(key), value)
-            live.next_step()
-
         result = fit_detector(
             built.model,
             train_set,
@@ -139,7 +126,7 @@ def train(task: DetectionTask, params: Params, args: argparse.Namespace) -> None
             (name, task.monitor_modes[name]),
             device,
             gen,
-            log_epoch,
+            epoch_logger(live),
             args.state if params.train.resume else None,
             state_key(params, dataset, parts),
         )
