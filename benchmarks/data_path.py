@@ -104,7 +104,7 @@ def main() -> None:
 
     model = build_model(args.arch, len(classes), pretrained=False).model
     model.to(memory_format=torch.channels_last).train()
-    optimizer = make_optimizer(model, Train(lr=1e-4))
+    optimizer = make_optimizer(model, "adamw", 1e-4, Train().weight_decay)
     step = TrainStep(model, torch.nn.CrossEntropyLoss(), optimizer, device)
 
     start = time.perf_counter()

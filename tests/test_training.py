@@ -121,7 +121,7 @@ def test_backbone_layers_and_head_cover_every_parameter(arch):
 def test_warmup_cosine_and_plateau_schedules():
     net = torch.nn.Linear(2, 2)
     p = params(epochs=4, lr=1.0, warmup_epochs=1.0).train
-    opt = make_optimizer(net, p)
+    opt = make_optimizer(net, p.optimizer, p.lr, p.weight_decay)
     schedule = Schedule(opt, p, steps_per_epoch=10)
     lrs = []
     for _ in range(40):
@@ -133,7 +133,7 @@ def test_warmup_cosine_and_plateau_schedules():
     assert lrs[-1] < 0.01  # cosine decays to ~0
 
     p = params(schedule="plateau", lr=1.0, plateau_patience=1, plateau_factor=0.5).train
-    opt = make_optimizer(net, p)
+    opt = make_optimizer(net, p.optimizer, p.lr, p.weight_decay)
     schedule = Schedule(opt, p, steps_per_epoch=10)
     for loss in (1.0, 0.9, 0.9, 0.9):
         schedule.step_batch()  # no per-step change

@@ -56,7 +56,7 @@ class Predictor:
         return int(self.meta["image_size"])
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
+def read_sidecar(path: Path) -> dict[str, Any]:
     side = path.parent / SIDECAR
     if not side.is_file():
         raise UserError(f"{side}: missing; an exported model needs the {SIDECAR} written with it")
@@ -73,10 +73,10 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
         model, meta = load_checkpoint(path)
         run = torch.no_grad()(model)
     elif suffix == ".ts":
-        meta = _sidecar(path)
+        meta = read_sidecar(path)
         run = functools.partial(export.run_torchscript, export.load_torchscript(path))
     elif suffix == ".onnx":
-        meta = _sidecar(path)
+        meta = read_sidecar(path)
         session = export.onnx_session(path, threads)
         fixed = export.onnx_input_size(session)
         if fixed is not None and fixed != meta["image_size"]:

@@ -42,7 +42,9 @@ class FitResult:
     stopped_early: bool = False
 
 
-def make_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     """AdamW/Adam/SGD over every parameter; no weight decay on biases and norm parameters.
 
     Frozen parameters stay in the optimizer: they get no gradient, so it skips them until they
@@ -52,13 +54,13 @@ def make_optimizer(model: torch.nn.Module, train: Any) -> torch.optim.Optimizer:
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": train.weight_decay},
+        {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=train.lr, momentum=0.9, nesterov=True)
-    cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=train.lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return cls(groups, lr=lr)
 
 
 class Schedule:
@@ -105,7 +107,7 @@ class Schedule:
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     # mixed precision on CUDA only: on this kind of CPU bf16 slowed depthwise nets down
     if dtype is not None and device.type == "cuda":
         return torch.autocast("cuda", dtype=dtype)
@@ -134,7 +136,7 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
-        with _autocast(self.device, self.amp_dtype):
+        with autocast(self.device, self.amp_dtype):
             loss = self.criterion(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -145,6 +147,55 @@ class TrainStep:
 
 def is_better(value: float, best: float, mode: str) -> bool:
     return value > best if mode == "max" else value < best
+
+
+def save_state(
+    path: str,
+    key: str,
+    epochs_done: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    scaler: torch.amp.GradScaler,
+    result: FitResult,
+    gen: torch.Generator,
+) -> None:
+    """The state after ``epochs_done`` epochs, for :func:`restore_state` (see visionpipe.resume)."""
+    resume.save(
+        path,
+        key,
+        {
+            "epoch": epochs_done,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "result": dataclasses.asdict(result),
+            "rng": resume.rng_states(gen),
+        },
+    )
+
+
+def restore_state(
+    saved: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Any,
+    scaler: torch.amp.GradScaler,
+    gen: torch.Generator,
+    log_epoch: Callable[[int, dict[str, float]], None],
+) -> tuple[FitResult, int]:
+    """Load what :func:`save_state` wrote, replay its epochs to ``log_epoch`` (so dvclive's
+    files are complete), and return the result so far and the number of epochs done."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    scaler.load_state_dict(saved["scaler"])
+    resume.set_rng_states(saved["rng"], gen)
+    result = FitResult(**saved["result"])
+    for epoch, metrics in enumerate(result.history):
+        log_epoch(epoch, metrics)
+    return result, saved["epoch"]
 
 
 def _ddp(model: torch.nn.Module, device: torch.device, dist: Dist) -> torch.nn.Module:
@@ -196,7 +247,7 @@ def fit(
     dist = dist or Dist()
     model.to(device).to(memory_format=torch.channels_last)
     criterion = criterion.to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     schedule = Schedule(optimizer, cfg, math.ceil(len(train_x) / cfg.batch_size))
     amp_dtype = AMP_DTYPES[cfg.amp_dtype] if cfg.amp and device.type == "cuda" else None
     step = TrainStep(model, criterion, optimizer, device, amp_dtype)
@@ -206,16 +257,10 @@ def fit(
     start = 0
     saved = resume.load(state_path, state_key) if state_path else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        step.scaler.load_state_dict(saved["scaler"])
-        result = FitResult(**saved["result"])
-        resume.set_rng_states(saved["rng"], gen)
-        start = saved["epoch"]
+        result, start = restore_state(
+            saved, model, optimizer, schedule, step.scaler, gen, log_epoch
+        )
         log.info("resuming after epoch %d of %d from %s", start, cfg.epochs, state_path)
-        for epoch, metrics in enumerate(result.history):
-            log_epoch(epoch, metrics)
 
     frozen_ids: tuple[int, ...] | None = None
     for epoch in range(start, cfg.epochs):
@@ -244,7 +289,7 @@ def fit(
         total, seen = dist.sum(total, seen)
         train_time = time.perf_counter() - began
 
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             mine = predict(model, dist.shard(val_x), cfg.batch_size * 2, device, progress=False)
         outputs = dist.gather(mine, len(val_x))
         val_loss = float(criterion(outputs.to(device), val_y.to(device)).item())
@@ -279,18 +324,16 @@ def fit(
             )
             result.stopped_early = True
         if state_path and dist.is_main:
-            resume.save(
+            save_state(
                 state_path,
                 state_key,
-                {
-                    "epoch": epoch + 1,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "scaler": step.scaler.state_dict(),
-                    "result": dataclasses.asdict(result),
-                    "rng": resume.rng_states(gen),
-                },
+                epoch + 1,
+                model,
+                optimizer,
+                schedule,
+                step.scaler,
+                result,
+                gen,
             )
     for p in model.parameters():
         p.requires_grad_(True)

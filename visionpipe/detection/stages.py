@@ -42,7 +42,7 @@ from visionpipe.detection.metrics import (
 from visionpipe.detection.model import build_detector, detector_from_checkpoint
 from visionpipe.detection.training import fit_detector, predict
 from visionpipe.errors import DataError, UserError
-from visionpipe.io import read_json, write_csv, write_json
+from visionpipe.io import write_csv, write_json
 from visionpipe.manifests import fingerprint
 from visionpipe.models import count_parameters
 from visionpipe.params import Params, as_dict
@@ -359,8 +359,7 @@ def export(task: DetectionTask, params: Params, args: argparse.Namespace) -> Non
                 error = f"exported, but running it failed: {type(exc).__name__}: {exc}"
         if error is not None:
             path.unlink(missing_ok=True)
-            files_error = f"{fmt} export not available: {error}"
-            log.warning(files_error)
+            log.warning("%s export not available: %s", fmt, error)
             results[fmt] = {"error": error}
         else:
             log.info("%s: %s", fmt, results[fmt])
@@ -436,16 +435,13 @@ def _pad(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def simulate(task: DetectionTask, params: Params, args: argparse.Namespace) -> None:
     """The conveyor loop with the exported detector: one CSV row per frame (parts and states
     found, lowest confidence, latency, missed interval)."""
-    from visionpipe.inference import SIDECAR, Predictor
+    from visionpipe.inference import Predictor, read_sidecar
     from visionpipe.simulate import simulate as conveyor
 
     cfg = params.simulate
     threads = set_threads(params.train.num_threads)
     model_path = Path(args.model)
-    side = model_path.parent / SIDECAR
-    if not side.is_file():
-        raise UserError(f"{side}: missing; run the export stage")
-    meta = read_json(side)
+    meta = read_sidecar(model_path)
     if model_path.is_file():
         session = detection_export.onnx_session(model_path, threads)
         run = _bind(detection_export.run_onnx, session)

@@ -20,9 +20,18 @@ from torch import nn
 from tqdm import tqdm
 
 from visionpipe import resume
+from visionpipe.data import batches
 from visionpipe.detection.data import DetectionSet, augment, to_coco_results
 from visionpipe.detection.metrics import evaluate_coco, match_detections, state_metrics
-from visionpipe.training import AMP_DTYPES, FitResult
+from visionpipe.training import (
+    AMP_DTYPES,
+    FitResult,
+    autocast,
+    is_better,
+    make_optimizer,
+    restore_state,
+    save_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +43,6 @@ LOSSES = (*DETECTION_LOSSES, "loss_state")
 def total_loss(losses: dict[str, torch.Tensor], state_weight: float) -> torch.Tensor:
     """Detection losses + ``state_weight`` x state cross-entropy."""
     return sum(losses[k] for k in DETECTION_LOSSES) + state_weight * losses["loss_state"]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; no weight decay on biases and norm parameters."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr)
 
 
 @contextlib.contextmanager
@@ -64,20 +60,8 @@ def loss_mode(model: nn.Module) -> Iterator[None]:
     model.eval()
 
 
-def _batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> Iterator[list[int]]:
-    index = order.tolist() if order is not None else list(range(n))
-    for start in range(0, n, batch_size):
-        yield index[start : start + batch_size]
-
-
 def _to_device(target: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in target.items()}
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is not None and device.type == "cuda":
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def mean_losses(
@@ -90,7 +74,7 @@ def mean_losses(
     """Each loss component (and the total) averaged over ``data``, without training."""
     sums = dict.fromkeys((*LOSSES, "loss"), 0.0)
     with loss_mode(model):
-        for idx in _batches(len(data), batch_size):
+        for idx in batches(len(data), batch_size):
             images = [data.images[i].to(device).float() for i in idx]
             targets = [_to_device(data.targets[i], device) for i in idx]
             losses = model(images, targets)
@@ -107,8 +91,8 @@ def predict(
     """Detections (boxes, labels, scores, states, state_scores) per image, on the CPU."""
     model.eval()
     outputs: list[dict[str, torch.Tensor]] = []
-    batches = list(_batches(len(data), batch_size))
-    for idx in tqdm(batches, desc=desc or "predicting", unit="batch", disable=not desc):
+    order = list(batches(len(data), batch_size))
+    for idx in tqdm(order, desc=desc or "predicting", unit="batch", disable=not desc):
         images = [data.images[i].to(device).float() for i in idx]
         for out in model(images):
             outputs.append({k: v.detach().cpu() for k, v in out.items()})
@@ -154,49 +138,32 @@ def fit_detector(
     cfg, tcfg = params.detection, params.train
     name, mode = monitor
     model.to(device)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = make_optimizer(model, "adamw", cfg.lr, cfg.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
     amp = AMP_DTYPES[tcfg.amp_dtype] if tcfg.amp and device.type == "cuda" else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     result = FitResult(best_epoch=-1, best_value=float("-inf" if mode == "max" else "inf"))
-    since_best, start_epoch = 0, 0
-
+    start = 0
     saved = resume.load(state_path, state_key) if state_path else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        plateau.load_state_dict(saved["schedule"])
-        scaler.load_state_dict(saved["scaler"])
-        result = FitResult(
-            best_epoch=saved["best_epoch"],
-            best_value=saved["best_value"],
-            history=saved["history"],
-            best_state=saved["best_state"],
-            stopped_early=saved["stopped_early"],
-        )
-        since_best, start_epoch = saved["since_best"], saved["epoch"] + 1
-        resume.set_rng_states(saved["rng"], gen)
-        for epoch, metrics in enumerate(result.history):
-            log_epoch(epoch, metrics)
-        log.info("resuming after epoch %d of %d", start_epoch, cfg.epochs)
-        if result.stopped_early:
-            start_epoch = cfg.epochs
+        result, start = restore_state(saved, model, optimizer, plateau, scaler, gen, log_epoch)
+        log.info("resuming after epoch %d of %d", start, cfg.epochs)
 
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start, cfg.epochs):
+        if result.stopped_early:
+            break
         started = time.perf_counter()
         model.train()
         sums = dict.fromkeys((*LOSSES, "loss"), 0.0)
-        order = torch.randperm(len(train), generator=gen)
-        batches = list(_batches(len(train), cfg.batch_size, order))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        order = list(batches(len(train), cfg.batch_size, shuffle=True, gen=gen))
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         for idx in bar:
             pairs = [augment(train.images[i], train.targets[i], cfg.flips, gen) for i in idx]
             images = [img.to(device, non_blocking=True).float() for img, _ in pairs]
             targets = [_to_device(t, device) for _, t in pairs]
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 losses = model(images, targets)
                 loss = total_loss(losses, cfg.state_loss_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -217,11 +184,9 @@ def fit_detector(
         plateau.step(val_losses["loss"])
         result.history.append(metrics)
         value = metrics[f"val_{name}"]
-        if result.best_epoch < 0 or better(value, result.best_value):
-            result.best_epoch, result.best_value, since_best = epoch, value, 0
+        if result.best_epoch < 0 or is_better(value, result.best_value, mode):
+            result.best_epoch, result.best_value = epoch, value
             result.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        else:
-            since_best += 1
         log.info(
             "epoch %d: train loss %.4f, val loss %.4f, val mAP %.4f, mAP@.5 %.4f, state acc %.4f",
             epoch + 1,
@@ -233,27 +198,11 @@ def fit_detector(
         )
         log_epoch(epoch, metrics)
         patience = tcfg.early_stopping_patience
-        result.stopped_early = bool(patience and since_best >= patience)
+        result.stopped_early = bool(patience and epoch - result.best_epoch >= patience)
         if state_path:
-            resume.save(
-                state_path,
-                state_key,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": plateau.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "best_epoch": result.best_epoch,
-                    "best_value": result.best_value,
-                    "history": result.history,
-                    "best_state": result.best_state,
-                    "stopped_early": result.stopped_early,
-                    "since_best": since_best,
-                    "epoch": epoch,
-                    "rng": resume.rng_states(gen),
-                },
+            save_state(
+                state_path, state_key, epoch + 1, model, optimizer, plateau, scaler, result, gen
             )
         if result.stopped_early:
             log.info("early stop: no %s improvement for %d epochs", name, patience)
-            break
     return result
