@@ -1,8 +1,8 @@
 """How close the pipeline's data path comes to the pure model speed (a benchmark, not a test).
 
-Times, on the same model, images and optimizer step (visionpipe.training.TrainStep):
+Times, on the same model, images and optimizer step (visionpipe.core.engine.TrainStep):
   (a) pipeline: images decoded once into a cached uint8 tensor, batched augmentation
-      (visionpipe.augment), channels-last: what `stages.train` does every epoch;
+      (visionpipe.core.augment), channels-last: what `stages.train` does every epoch;
   (b) baseline: a DataLoader that opens each image with PIL and applies torchvision transforms
       (resize, the same flips/rotations) every epoch, as most tutorials do;
   (c) limit: the same number of steps on one batch that is already in memory.
@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from visionpipe.augment import augment_batch
-from visionpipe.cache import cached_images
-from visionpipe.data import batches
-from visionpipe.models import build_model
-from visionpipe.params import Augment, Train
-from visionpipe.training import TrainStep, make_optimizer
+from visionpipe.core.augment import augment_batch
+from visionpipe.core.batches import batches
+from visionpipe.core.cache import cached_images
+from visionpipe.core.engine import TrainStep, make_optimizer
+from visionpipe.core.models import build_model
+from visionpipe.core.params import Augment, Train
 
 AUGMENT = Augment(ops=["hflip", "vflip", "rot90"])
 
@@ -59,17 +59,31 @@ class PILDataset(torch.utils.data.Dataset):
             return self.transform(img.convert("RGB")), self.labels[i]
 
 
-def pipeline_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, batch: int, gen) -> None:
+class ImageStep:
+    """The engine's optimizer step (TrainStep) on one uint8 image batch, with the loss the image
+    hooks compute: channels-last on the device, the criterion on the model's outputs."""
+
+    def __init__(self, model, criterion, optimizer, device):
+        self.model, self.criterion, self.device = model, criterion, device
+        self.step = TrainStep(optimizer, device)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device)
+        return self.step(lambda: {"loss": self.criterion(self.model(x), y)})["loss"]
+
+
+def pipeline_epoch(step: ImageStep, x: torch.Tensor, y: torch.Tensor, batch: int, gen) -> None:
     for idx in batches(len(x), batch, shuffle=True, gen=gen):
         step(augment_batch(x[idx], AUGMENT, gen), y[idx])
 
 
-def baseline_epoch(step: TrainStep, loader: torch.utils.data.DataLoader) -> None:
+def baseline_epoch(step: ImageStep, loader: torch.utils.data.DataLoader) -> None:
     for x, y in loader:
         step(x, y)
 
 
-def limit_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
+def limit_epoch(step: ImageStep, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
     for _ in range(steps):
         step(x, y)
 
@@ -105,7 +119,7 @@ def main() -> None:
     model = build_model(args.arch, len(classes), pretrained=False).model
     model.to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(model, "adamw", 1e-4, Train().weight_decay)
-    step = TrainStep(model, torch.nn.CrossEntropyLoss(), optimizer, device)
+    step = ImageStep(model, torch.nn.CrossEntropyLoss(), optimizer, device)
 
     start = time.perf_counter()
     x = cached_images(root, paths, args.size, desc="decode/cache")

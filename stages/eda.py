@@ -3,16 +3,16 @@
 import argparse
 from pathlib import Path
 
-from visionpipe.io import read_json, write_json
-from visionpipe.manifests import read_splits
-from visionpipe.params import Params
-from visionpipe.stage import run_stage
-from visionpipe.tasks import get_task
+from visionpipe.core.io import read_json, write_json
+from visionpipe.core.manifests import read_splits
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.tasks import task_data
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     report = read_json(args.report) if Path(args.report).is_file() else None
-    summary = get_task(params.base.task).eda(
+    summary = task_data(params.base.task).eda(
         read_splits(args.splits), params, Path(args.figures), report, Path(args.splits)
     )
     write_json(args.summary, summary)

@@ -3,15 +3,15 @@ and EL module panels composed from them with COCO boxes and states (the detectio
 
 import argparse
 
-from visionpipe.params import Params
-from visionpipe.sources import elpv, elpv_panels
-from visionpipe.stage import run_stage
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.embedded import elpv, panels
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     e = params.embedded
     elpv.materialize(args.out, max_per_class=e.max_per_class)
-    elpv_panels.compose_panels(
+    panels.compose_panels(
         args.out, e.panels, e.panel_rows, e.panel_cols, e.cell_size, seed=params.base.seed
     )
 

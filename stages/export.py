@@ -3,13 +3,13 @@ parity against PyTorch and latency."""
 
 import argparse
 
-from visionpipe.params import Params
-from visionpipe.stage import run_stage
-from visionpipe.tasks import get_task
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.tasks import stage_function
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    get_task(params.base.task).export_stage(params, args)
+    stage_function(params.base.task, "export")(params, args)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from visionpipe.io import write_json
-from visionpipe.params import Params
-from visionpipe.stage import run_stage
-from visionpipe.tasks import get_task
+from visionpipe.core.io import write_json
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.tasks import task_data
 
 log = logging.getLogger("visionpipe.prepare")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    task = get_task(params.base.task)
+    task = task_data(params.base.task)
     result, report = task.scan(params)
     task.write_prepared(result, Path(args.out))
     write_json(args.report, report)

@@ -2,13 +2,13 @@
 
 import argparse
 
-from visionpipe.params import Params
-from visionpipe.stage import run_stage
-from visionpipe.tasks import get_task
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.deploy.simulate import stage
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    get_task(params.base.task).simulate_stage(params, args)
+    stage(params, args)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from visionpipe.manifests import SPLITS
-from visionpipe.params import Params
-from visionpipe.stage import run_stage
-from visionpipe.tasks import get_task
+from visionpipe.core.manifests import SPLITS
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.tasks import task_data
 
-log = logging.getLogger("visionpipe.split")
+log = logging.getLogger("visionpipe.core.split")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     manifest = pd.read_csv(Path(args.prepared) / "manifest.csv", keep_default_na=False)
-    task = get_task(params.base.task)
+    task = task_data(params.base.task)
     frame = task.split(manifest, params)
     task.write_splits(frame, Path(args.prepared), Path(args.out))
     for name in SPLITS:

@@ -1,19 +1,18 @@
 """Stage train: fit the task's model on the train split, keep the best epoch by its monitor.
 
-Resumes from ``--state`` after an interruption (same params and data). The task runs it: one
-loop for classification and regression (with ``train.nproc > 1`` as that many DDP processes
-under torchrun), Faster R-CNN with a state head for detection.
+Resumes from ``--state`` after an interruption (same params and data). The task runs it through
+the one training engine (with ``train.nproc > 1`` as that many DDP processes under torchrun).
 """
 
 import argparse
 
-from visionpipe.params import Params
-from visionpipe.stage import run_stage
-from visionpipe.tasks import get_task
+from visionpipe.core.params import Params
+from visionpipe.core.stage import run_stage
+from visionpipe.tasks import stage_function
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    get_task(params.base.task).train_stage(params, args)
+    stage_function(params.base.task, "train")(params, args)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,13 @@ def flat_dataset(tmp_path: Path) -> Path:
 @pytest.fixture
 def python_bin() -> Path:
     return Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """The tiny classification pipeline (tests/e2e.py TINY) built once by the real `dvc repro`
+    and committed. Tests only read it; a test that changes anything works on a copy
+    (tests.e2e.copy_built), where DVC reruns only what the change reaches."""
+    from tests.e2e import TINY, build
+
+    return build(tmp_path_factory.mktemp("built"), TINY)

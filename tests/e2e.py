@@ -25,7 +25,7 @@ TINY = {
     "eda": {"samples": 2, "intensity_samples": 4},
     "model": {"image_size": 32},
     "train": {"epochs": 1, "batch_size": 16},
-    "evaluate": {"batch_size": 16, "latency_runs": 3},
+    "evaluate": {"batch_size": 16, "latency_runs": 3, "draw_images": 2},
     "export": {
         "parity_samples": 4,
         "latency_batch": 4,
@@ -33,7 +33,7 @@ TINY = {
         "calibration_samples": 8,
     },
     "simulate": {"interval_ms": 20.0, "max_frames": 4},
-    "detection": {"epochs": 1, "batch_size": 4, "min_size": 64, "max_size": 64, "draw_images": 2},
+    "detection": {"min_size": 64, "max_size": 64},
 }
 
 
@@ -91,3 +91,36 @@ def copy_repo(dest: Path, overrides: dict) -> Path:
     run(dest, "git", "add", "-A")
     run(dest, "git", "commit", "-qm", "init")
     return dest
+
+
+def set_params(repo: Path, overrides: dict, message: str = "params") -> Path:
+    """Apply ``{section: {key: value}}`` to the repo's params.yaml and commit it."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(repo, "git", "commit", "-qam", message)
+    return repo
+
+
+def copy_built(built: Path, dest: Path, overrides: dict | None = None) -> Path:
+    """A copy of the built tiny repo (git history, DVC cache and outputs included), so a test
+    that changes a param reruns only the stages it reaches instead of the whole pipeline."""
+    shutil.copytree(built, dest, symlinks=True)
+    return set_params(dest, overrides) if overrides else dest
+
+
+def build(dest: Path, overrides: dict) -> Path:
+    """copy_repo, then the whole pipeline through `dvc repro`, committed."""
+    copy_repo(dest, overrides)
+    run(dest, "dvc", "repro")
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "commit", "-qm", "baseline run")
+    return dest
+
+
+def numbers(data) -> int:
+    """The numbers in a metrics file as `dvc metrics show` flattens it."""
+    if isinstance(data, dict):
+        return sum(numbers(v) for v in data.values())
+    return int(isinstance(data, int | float) and not isinstance(data, bool))

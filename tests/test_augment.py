@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visionpipe.augment import OPS, augment_batch
-from visionpipe.params import AUGMENTATIONS, Augment
+from visionpipe.core.augment import OPS, augment_batch
+from visionpipe.core.params import AUGMENTATIONS, Augment
 
 
 def _cfg(*ops: str, **kw) -> Augment:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.conftest import write_image
-from visionpipe import cache
-from visionpipe.cache import cache_key, cached_images
+from visionpipe.core import cache
+from visionpipe.core.cache import cache_key, cached_images
 
 
 @pytest.fixture

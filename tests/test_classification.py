@@ -5,20 +5,21 @@ import pandas as pd
 import pytest
 import torch
 
-from visionpipe.errors import UserError
+from visionpipe.core.errors import UserError
 from visionpipe.tasks import get_task
+from visionpipe.tasks.classification.evaluate import write_results
 
 LABELS = ["0_ok", "1_minor", "2_bad"]
 
 
-def params(positive=(), confident_threshold=0.9, mistakes_grid=16):
+def params(positive=(), confident_threshold=0.9, draw_images=16):
     return SimpleNamespace(
         evaluate=SimpleNamespace(
             binary_positive=list(positive),
             confident_threshold=confident_threshold,
-            mistakes_grid=mistakes_grid,
+            draw_images=draw_images,
         ),
-        train=SimpleNamespace(label_smoothing=0.0),
+        classification=SimpleNamespace(label_smoothing=0.0),
     )
 
 
@@ -43,8 +44,16 @@ def test_evaluate_writes_predictions_confusion_and_metrics(tmp_path):
     pred = [0, 1, 1, 1, 2, 0]
     outputs = torch.nn.functional.one_hot(torch.tensor(pred), 3).float() * 4
     manifest = pd.DataFrame({"path": [f"img{i}.png" for i in range(6)]})
-    metrics = task.evaluate(
-        outputs, true, manifest, images(6), LABELS, params(["2_bad"]), tmp_path, tmp_path / "fig"
+    _, metrics = write_results(
+        task,
+        outputs,
+        true,
+        manifest,
+        images(6),
+        LABELS,
+        params(["2_bad"]),
+        tmp_path,
+        tmp_path / "fig",
     )
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     assert metrics["per_class"]["1_minor"] == pytest.approx(
@@ -68,7 +77,7 @@ def test_evaluate_writes_predictions_confusion_and_metrics(tmp_path):
 
 
 def test_binary_uses_the_summed_probability_of_the_positive_classes():
-    from visionpipe.tasks.classification import binary_metrics
+    from visionpipe.tasks.classification.evaluate import binary_metrics
 
     # sample 0: argmax is "0_ok" (0.4) but "1_minor" + "2_bad" hold 0.6 -> positive
     probs = np.array([[0.4, 0.3, 0.3], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
@@ -79,7 +88,8 @@ def test_binary_uses_the_summed_probability_of_the_positive_classes():
 def test_unknown_binary_class(tmp_path):
     task = get_task("classification")
     with pytest.raises(UserError, match="evaluate.binary_positive: 'broken' is not a class"):
-        task.evaluate(
+        write_results(
+            task,
             torch.zeros(2, 3),
             torch.tensor([0, 1]),
             pd.DataFrame({"path": ["a", "b"]}),

@@ -11,17 +11,15 @@ import pandas as pd
 import pytest
 
 from tests.conftest import write_image
-from visionpipe.detection.split import _holdout, split_images
-from visionpipe.errors import DataError, UserError
-from visionpipe.sources.coco import (
+from visionpipe.core.coco import read_coco, subset_coco, write_coco
+from visionpipe.core.errors import DataError, UserError
+from visionpipe.tasks.detection.data.coco_source import (
     MANIFEST_COLUMNS,
     coco_to_simple,
-    read_coco,
     scan_coco,
     simple_to_coco,
-    subset_coco,
-    write_coco,
 )
+from visionpipe.tasks.detection.data.split import _holdout, split_images
 
 STATES = ["intact", "damaged", "absent", "occluded"]
 
@@ -263,7 +261,7 @@ def test_file_and_params_errors(root: Path) -> None:
         scan_coco(root / "missing", "ann.json", "state", STATES)
     with pytest.raises(UserError, match=r"expected a COCO object or a list of image records"):
         scan(root, "text")
-    with pytest.raises(UserError, match=r"detection.states: expected distinct state names"):
+    with pytest.raises(UserError, match=r"data.states: expected distinct state names"):
         scan_coco(root, "ann.json", "state", ["a", "a"])
 
 
@@ -321,7 +319,7 @@ def test_repairs_are_counted(root: Path) -> None:
 
 
 def test_dropped_list_is_capped(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("visionpipe.sources.coco.MAX_LISTED", 3)
+    monkeypatch.setattr("visionpipe.tasks.detection.data.coco_source.MAX_LISTED", 3)
     coco = base_coco()
     coco["annotations"] = [ann(i, 1, [5, 5, 0, 5]) for i in range(1, 8)]
     report = scan(root, coco).report
@@ -365,7 +363,7 @@ def test_float_boxes_inside_the_image_are_kept_exactly(root: Path) -> None:
     assert math.isclose(result.coco["annotations"][0]["area"], 10.2 * 9.7)
 
 
-# --- the detection split of the scanned manifest (visionpipe.detection.split) ---------------
+# --- the detection split of the scanned manifest (tasks/detection/data/split.py) ----------------
 
 
 def manifest_of(parts: list[str]) -> pd.DataFrame:
@@ -405,7 +403,7 @@ def test_split_keeps_every_split_and_falls_back_to_random(caplog) -> None:
 
     # two strata of two images cannot both reach a held-out side of one image
     frame = manifest_of(["a", "a", "b", "b"]).assign(_stratum=["a", "a", "b", "b"])
-    with caplog.at_level("WARNING", logger="visionpipe.detection.split"):
+    with caplog.at_level("WARNING", logger="visionpipe.tasks.detection.data.split"):
         keep, held = _holdout(frame, 1, 0, 2, "val | test")
     assert "cannot stratify 4 images by parts" in caplog.text and "at random" in caplog.text
     assert (len(keep), len(held)) == (3, 1)

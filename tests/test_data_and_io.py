@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from tests.conftest import write_image
-from visionpipe.data import Normalizer, batches, load_images
-from visionpipe.errors import DataError
-from visionpipe.io import atomic_path, write_json
+from visionpipe.core.batches import batches
+from visionpipe.core.errors import DataError
+from visionpipe.core.images import Normalizer, load_images
+from visionpipe.core.io import atomic_path, write_json
 
 
 def test_grayscale_decoded_to_rgb_at_size(tmp_path):
@@ -42,8 +43,8 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
 
 
 def test_cuda_requested_without_cuda(monkeypatch):
-    from visionpipe.errors import UserError
-    from visionpipe.runtime import choose_device
+    from visionpipe.core.errors import UserError
+    from visionpipe.core.runtime import choose_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="train.device: 'cuda' requested but no CUDA device"):
@@ -52,8 +53,8 @@ def test_cuda_requested_without_cuda(monkeypatch):
 
 
 def test_missing_split_manifest(tmp_path):
-    from visionpipe.errors import UserError
-    from visionpipe.manifests import read_split
+    from visionpipe.core.errors import UserError
+    from visionpipe.core.manifests import read_split
 
     with pytest.raises(UserError, match="train.csv: split manifest not found"):
         read_split(tmp_path, "train")

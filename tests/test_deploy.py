@@ -2,21 +2,24 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import make_class_folders
-from visionpipe import export
-from visionpipe.checkpoint import save_checkpoint
-from visionpipe.errors import UserError
-from visionpipe.image_stages import sidecar
-from visionpipe.inference import image_frames, list_images, load_predictor, open_frames
-from visionpipe.models import build_model
-from visionpipe.params import Params
-from visionpipe.predict import main as predict_main
-from visionpipe.simulate import simulate
+from tests.conftest import REPO, make_class_folders
+from visionpipe.core import onnx as export
+from visionpipe.core.checkpoint import save_checkpoint
+from visionpipe.core.errors import UserError
+from visionpipe.core.image.export import sidecar
+from visionpipe.core.models import build_model
+from visionpipe.core.params import Params
+from visionpipe.core.runtimes import onnx_session, run_onnx
+from visionpipe.deploy.predict import main as predict_main
+from visionpipe.deploy.predictor import image_frames, list_images, load_predictor, open_frames
+from visionpipe.deploy.simulate import simulate
 from visionpipe.tasks import get_task
 
 LABELS = ["a", "b", "c"]
@@ -96,9 +99,6 @@ def test_load_predictor_rejects_bad_models(exported, tmp_path):
     (other / "model.json").write_text(json.dumps({**meta, "task": "segmentation"}))
     with pytest.raises(UserError, match="a 'segmentation' model; this version handles classif"):
         load_predictor(other / "model.onnx", 1)
-    (other / "model.json").write_text(json.dumps({**meta, "task": "detection"}))
-    with pytest.raises(UserError, match="a detection model; these commands take one-output-per"):
-        load_predictor(other / "model.onnx", 1)
     (other / "model.json").write_text(json.dumps({**meta, "image_size": 64}))
     with pytest.raises(UserError, match="takes 32x32 images but model.json says 64"):
         load_predictor(other / "model.onnx", 1)
@@ -120,7 +120,7 @@ def test_list_images_from_a_manifest(tmp_path, images):
 
 def test_simulate_schedules_frames_and_counts(exported, images, tmp_path):
     predictor = load_predictor(exported / "model.onnx", 1)
-    frames = list(open_frames(images, SIZE))
+    frames = list(open_frames(images, predictor))
     now = [100.0]
     sleeps = []
 
@@ -146,7 +146,8 @@ def test_simulate_schedules_frames_and_counts(exported, images, tmp_path):
 def test_simulate_real_clock_counts_missed_intervals(exported, images, tmp_path):
     predictor = load_predictor(exported / "model.ts", 1)
     paths = [p for p in list_images(images) if "broken" not in p.name]
-    summary = simulate(predictor, image_frames(paths, SIZE), 0.001, 0.5, tmp_path / "log.csv")
+    frames = image_frames(paths, predictor)
+    summary = simulate(predictor, frames, 0.001, 0.5, tmp_path / "log.csv")
     assert summary["missed_interval"] == 3  # nothing classifies an image in a microsecond
     assert summary["latency_ms"]["median"] > 0 and summary["throughput_fps"] > 0
 
@@ -155,14 +156,14 @@ def test_simulate_reads_a_video(exported, tmp_path, capsys):
     import cv2
     import numpy as np
 
-    from visionpipe.simulate import main as simulate_main
+    from visionpipe.deploy.simulate import main as simulate_main
 
     video = tmp_path / "belt.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 40))
     for value in range(0, 250, 50):  # five frames
         writer.write(np.full((40, 48, 3), value, dtype=np.uint8))
     writer.release()
-    frames = list(open_frames(video, SIZE))
+    frames = list(open_frames(video, load_predictor(exported / "model.onnx", 1)))
     assert len(frames) == 5 and frames[0].name == f"{video}#0"
     assert frames[0].image.shape == (1, 3, SIZE, SIZE) and frames[4].image.mean() > 150
     out = tmp_path / "sim"
@@ -187,18 +188,19 @@ def test_simulate_reads_a_video(exported, tmp_path, capsys):
     assert capsys.readouterr().out.count("frame ") == 3
 
 
-def test_video_errors(tmp_path, monkeypatch):
+def test_video_errors(exported, tmp_path, monkeypatch):
     import sys
 
+    predictor = load_predictor(exported / "model.onnx", 1)
     with pytest.raises(UserError, match="missing.mp4: no such video file"):
-        open_frames(tmp_path / "missing.mp4", SIZE)
+        open_frames(tmp_path / "missing.mp4", predictor)
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
     with pytest.raises(UserError, match="bad.mp4: cannot open the video"):
-        list(open_frames(bad, SIZE))
+        list(open_frames(bad, predictor))
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(UserError, match="reading video needs OpenCV"):
-        list(open_frames(bad, SIZE))
+        list(open_frames(bad, predictor))
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
@@ -208,8 +210,8 @@ def test_quantized_onnx_runs_and_stays_close(exported, tmp_path, mode):
     export.quantize_onnx(exported / "model.onnx", dst, mode, calib)
     assert dst.stat().st_size < (exported / "model.onnx").stat().st_size
     x = calib.float()
-    ref = export.run_onnx(export.onnx_session(exported / "model.onnx", 1), x)
-    q = export.run_onnx(export.onnx_session(dst, 1), x)
+    ref = run_onnx(onnx_session(exported / "model.onnx", 1), x)
+    q = run_onnx(onnx_session(dst, 1), x)
     assert q.shape == ref.shape and torch.isfinite(q).all()
     assert [p.name for p in tmp_path.iterdir()] == [dst.name]  # no temporary files left
 
@@ -251,7 +253,34 @@ def test_a_regression_model_predicts_values_in_target_units(tmp_path, images, ca
         assert all(r["target"] == "fresh_weight" and "low_confidence" not in r for r in lines)
         values.append([r["value"] for r in lines])
     with torch.no_grad():
-        frames = [f.image[0] for f in image_frames(list_images(images), SIZE) if f.error is None]
+        predictor = load_predictor(tmp_path / "model.onnx", 1)
+        found = image_frames(list_images(images), predictor)
+        frames = [f.image[0] for f in found if f.error is None]
         raw = model(torch.stack(frames))
     assert values[0] == pytest.approx(task.values(raw).tolist(), abs=1e-4)
     assert values[1] == pytest.approx(values[0], abs=1e-3)
+
+
+def test_predict_loads_no_training_evaluation_or_task_code(exported, images):
+    """The deploy path stays light: an exported model needs none of the pipeline's heavy code."""
+    code = (
+        "import json, sys\n"
+        "from visionpipe.deploy.predict import main\n"
+        "assert main(sys.argv[1:]) == 0\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    image = images / "x" / "x_000.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(exported / "model.onnx"), str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    loaded = set(json.loads(proc.stdout.splitlines()[-1]))
+    banned = ("dvclive", "matplotlib", "pycocotools", "sklearn", "pandas", "timm", "dvc")
+    heavy = sorted(m for m in loaded if m.split(".")[0] in banned)
+    assert not heavy, heavy[:10]
+    ours = sorted(m for m in loaded if m.startswith("visionpipe."))
+    assert not [m for m in ours if m.startswith(("visionpipe.tasks", "visionpipe.core.engine"))]
+    assert "visionpipe.core.image" not in loaded and "visionpipe.core.plots" not in loaded

@@ -5,15 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from visionpipe.detection.data import (
+from visionpipe.core.images import fit_scale
+from visionpipe.deploy.decode import detection as decode_detection
+from visionpipe.tasks.detection.model.dataset import (
     augment,
-    fit_scale,
     flip,
     image_targets,
     load_split,
     to_coco_results,
 )
-from visionpipe.detection.stages import frame_record
 
 STATES = ["intact", "damaged", "absent", "occluded"]
 
@@ -113,11 +113,12 @@ def test_frame_record_summarises_kept_detections():
         "states": torch.tensor([0, 1, 1]),
         "state_scores": torch.tensor([0.95, 0.6, 0.9]),
     }
-    record = frame_record(out, ["mono", "poly"], STATES, threshold=0.5)
+    meta = {"labels": ["mono", "poly"], "states": STATES, "score_threshold": 0.5}
+    (record,) = decode_detection(out, meta)
     assert record == {
         "class": "mono/intact:1 poly/damaged:1",
         "confidence": pytest.approx(0.6),
         "detections": 2,
     }
     empty = {k: v[:0] for k, v in out.items()}
-    assert frame_record(empty, ["mono", "poly"], STATES, 0.5)["class"] == "none"
+    assert decode_detection(empty, meta)[0]["class"] == "none"

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionpipe.detection.eda import (
+from visionpipe.core.errors import DataError, UserError
+from visionpipe.tasks.detection.data.eda import (
     FIGURES,
     detection_eda,
     quantiles,
     report_counts,
     samples_figure,
 )
-from visionpipe.errors import DataError, UserError
 
 STATES = ["intact", "damaged", "absent", "occluded"]
 

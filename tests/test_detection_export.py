@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visionpipe.detection import export as detection_export
-from visionpipe.detection.export import (
-    OUTPUT_NAMES,
+from visionpipe.core.runtimes import DETECTION_OUTPUTS as OUTPUT_NAMES
+from visionpipe.core.runtimes import INPUT_NAME, onnx_session
+from visionpipe.core.runtimes import run_onnx_detector as run_onnx
+from visionpipe.core.runtimes import run_torchscript_detector as run_torchscript
+from visionpipe.tasks.detection.export import (
     detection_parity,
     export_onnx,
     export_torchscript,
-    run_onnx,
-    run_torchscript,
     try_export,
 )
-from visionpipe.detection.model import LITE0_ARCH, build_detector
+from visionpipe.tasks.detection.model.detector import LITE0_ARCH, build_detector
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +83,8 @@ def test_onnx_round_trip_matches_pytorch(model, tmp_path):
     export_onnx(model, image(0), path, opset=17)
     graph = onnx.load(str(path)).graph
     assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
-    assert [i.name for i in graph.input] == [detection_export.INPUT_NAME]
-    session = detection_export.onnx_session(path, threads=1)
+    assert [i.name for i in graph.input] == [INPUT_NAME]
+    session = onnx_session(path, threads=1)
     xs = [image(1), image(2)]
     outputs = [run_onnx(session, x) for x in xs]
     assert outputs[0]["states"].dtype == torch.int64
@@ -97,7 +97,7 @@ def test_exports_with_no_detections_give_empty_outputs(tmp_path):
     export_torchscript(model, x, tmp_path / "model.ts")
     export_onnx(model, x, tmp_path / "model.onnx", opset=17)
     ts = run_torchscript(torch.jit.load(str(tmp_path / "model.ts")), x)
-    ort = run_onnx(detection_export.onnx_session(tmp_path / "model.onnx", threads=1), x)
+    ort = run_onnx(onnx_session(tmp_path / "model.onnx", threads=1), x)
     for out in (eager(model, x), ts, ort):
         assert out["boxes"].shape == (0, 4)
         assert {tuple(out[k].shape) for k in OUTPUT_NAMES if k != "boxes"} == {(0,)}

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from visionpipe.detection.draw import draw_boxes, save_prediction_images, state_colors
-from visionpipe.detection.metrics import (
+from visionpipe.core.draw import draw_boxes, save_prediction_images, state_colors
+from visionpipe.core.errors import UserError
+from visionpipe.tasks.detection.evaluate import pr_figure, state_confusion_figure
+from visionpipe.tasks.detection.model.metrics import (
     BACKGROUND,
     CURVE_COLUMNS,
     MATCH_COLUMNS,
@@ -19,11 +21,8 @@ from visionpipe.detection.metrics import (
     evaluate_coco,
     match_detections,
     pr_curves,
-    pr_figure,
-    state_confusion_figure,
     state_metrics,
 )
-from visionpipe.errors import UserError
 
 torch.set_num_threads(1)
 

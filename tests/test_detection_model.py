@@ -11,8 +11,9 @@ import torch
 import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
-from visionpipe.detection import model as detection_model
-from visionpipe.detection.model import (
+from visionpipe.core.errors import UserError
+from visionpipe.tasks.detection.model import detector as detection_model
+from visionpipe.tasks.detection.model.detector import (
     DOWNLOAD_TIMEOUT_S,
     LITE0_ARCH,
     StateRoIHeads,
@@ -20,7 +21,6 @@ from visionpipe.detection.model import (
     detector_from_checkpoint,
     uses_frozen_norm,
 )
-from visionpipe.errors import UserError
 
 ARCHS = [LITE0_ARCH, "mobilenet_v3_large_fpn"]
 LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_state"}
@@ -146,7 +146,7 @@ def test_training_without_states_is_refused():
 def test_unknown_arch_and_bad_trainable_layers_are_user_errors():
     with pytest.raises(UserError, match=r"detection.arch: 'yolo'.*mobilenet_v3_large_fpn"):
         build_detector("yolo", 2, 3, False, 128, 160)
-    with pytest.raises(UserError, match=r"detection.trainable_layers: 7 is not in 0..6"):
+    with pytest.raises(UserError, match=r"train.trainable_layers: 7 is not -1 \(all\) or in 0..6"):
         build_detector("mobilenet_v3_large_fpn", 2, 3, False, 128, 160, trainable_layers=7)
 
 
@@ -166,7 +166,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_offline_chain_ends_at_the_lite0_package_backbone(offline):
-    from visionpipe.models import _lite0_package_state
+    from visionpipe.core.models import _lite0_package_state
 
     built = build_detector("mobilenet_v3_large_fpn", 2, 3, True, 128, 160)
     assert [name for name, _ in offline] == [

@@ -5,18 +5,20 @@ import json
 import pandas as pd
 import pytest
 
-from tests.e2e import TINY, copy_repo, dvc_json, run
+from tests.e2e import TINY, copy_built, dvc_json, numbers, run
+from visionpipe.core.checkpoint import read_checkpoint
 
 
 @pytest.fixture(scope="module")
-def detection_repo(tmp_path_factory):
-    """The default pipeline with one param switched: detection on the embedded panels (8 panels
-    of 2 x 2 cells at 32 px, one epoch). The default arch has no weights offline, so this also
-    runs the fallback to the packaged ImageNet EfficientNet-Lite0 backbone."""
-    overrides = {section: dict(values) for section, values in TINY.items()}
-    overrides["base"] = {"task": "detection"}
-    path = copy_repo(tmp_path_factory.mktemp("detection"), overrides)
-    run(path, "dvc", "repro")
+def detection_repo(built_repo, tmp_path_factory):
+    """The built pipeline with one param switched: detection on the embedded panels (8 panels
+    of 2 x 2 cells at 32 px, one epoch, the same train section as classification but batches
+    of 4). The default arch has no weights offline, so this also runs the fallback to the
+    packaged ImageNet EfficientNet-Lite0 backbone."""
+    overrides = {"base": {"task": "detection"}, "train": {**TINY["train"], "batch_size": 4}}
+    path = copy_built(built_repo, tmp_path_factory.mktemp("detection") / "repo", overrides)
+    out = run(path, "dvc", "repro").stdout
+    assert "Running stage 'embed'" not in out
     return path
 
 
@@ -38,19 +40,23 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     assert "Data and pipelines are up to date" in run(repo, "dvc", "status").stdout
 
     files = dvc_json(repo, "metrics", "show")[""]["data"]
+    assert sum(numbers(f["data"]) for f in files.values()) <= 40
     ev = files["results/evaluate/metrics.json"]["data"]
-    assert 0.0 <= ev["map"] <= ev["map_50"] <= 1.0
-    assert set(ev["per_part"]) <= {"mono", "poly"}
+    assert 0.0 <= ev["map"] <= ev["map_50"] <= 1.0 and ev["ms_per_image"] > 0
+    details = json.loads((repo / "results/evaluate/tables/details.json").read_text())
+    assert set(details["per_part"]) <= {"mono", "poly"}
     test_coco = json.loads((repo / "data/splits/test.json").read_text())
-    assert ev["counts"]["test_images"] == len(test_coco["images"])
-    assert ev["counts"]["ground_truth_boxes"] == len(test_coco["annotations"])
-    assert ev["inference"]["latency"]["batch_1"]["median_ms"] > 0
+    assert details["counts"]["test_images"] == len(test_coco["images"])
+    assert details["counts"]["ground_truth_boxes"] == len(test_coco["annotations"])
+    assert details["inference"]["latency"]["batch_1"]["median_ms"] > 0
     tr = files["results/train/metrics.json"]["data"]
-    assert "Lite0" in tr["model"]["initial_weights"]
-    assert tr["model"]["arch"] == "efficientnet_lite0_fpn"
+    assert tr["epochs_run"] == 1 and "val_map" in tr["best"]  # -S train.epochs applies here too
+    _, meta = read_checkpoint(repo / "models/model.pt")
+    assert "Lite0" in meta["initial_weights"] and meta["arch"] == "efficientnet_lite0_fpn"
     losses = {"loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
-    assert losses | {"loss_state"} <= set(tr["train"]) and losses <= set(tr["val"])
-    assert {"map", "map_50", "state_accuracy"} <= set(tr["val"])
+    history = meta["history"][0]
+    assert {f"train_{k}" for k in losses | {"loss_state"}} <= set(history)
+    assert {f"val_{k}" for k in losses | {"map", "map_50", "state_accuracy"}} <= set(history)
     ex = files["results/export/metrics.json"]["data"]
     for fmt in ("torchscript", "onnx"):  # exported with parity, or the reason it could not be
         assert "error" in ex[fmt] or ex[fmt]["max_box_abs_diff"] < 1e-2, ex[fmt]
@@ -64,6 +70,6 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     assert "results/train/plots/metrics/val/loss_state.tsv" in shown["data"]
 
     sim = files["results/simulate/summary.json"]["data"]
-    assert sim["predicted"] == min(4, len(test_coco["images"]))
+    assert sim["frames"] == min(4, len(test_coco["images"])) and sim["bad_frames"] == 0
     log = pd.read_csv(repo / "results/simulate/log.csv")
     assert log["detections"].notna().all()

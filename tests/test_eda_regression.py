@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import write_image
-from visionpipe import eda_regression
-from visionpipe.errors import UserError
+from visionpipe.core.errors import UserError
+from visionpipe.tasks.regression.data import eda as eda_regression
 
 FIGURES = (
     "target_histogram.png",

@@ -1,12 +1,14 @@
 import torch
 
 from tests.conftest import make_class_folders
-from visionpipe import eda, export
-from visionpipe.models import build_model
-from visionpipe.sources import elpv
-from visionpipe.sources.folder import scan_folder
-from visionpipe.sources.table import read_table, scan_regression_table, scan_table
+from visionpipe.core import onnx as export
+from visionpipe.core import runtimes
+from visionpipe.core.models import build_model
+from visionpipe.core.sources.folder import scan_folder
+from visionpipe.core.sources.table import read_table, scan_regression_table, scan_table
+from visionpipe.embedded import elpv
 from visionpipe.tasks import get_task
+from visionpipe.tasks.classification.data import eda
 
 
 def test_elpv_materializes_class_folders_with_licence(tmp_path):
@@ -77,8 +79,8 @@ def test_export_parity_on_a_tiny_model(tmp_path):
     export.export_torchscript(model, x[:1], tmp_path / "m.ts")
     export.export_onnx(model, x[:1], tmp_path / "m.onnx", opset=17)
     task = get_task("classification")
-    ts = task.parity(ref, export.run_torchscript(export.load_torchscript(tmp_path / "m.ts"), x))
-    session = export.onnx_session(tmp_path / "m.onnx", threads=1)
-    ox = task.parity(ref, export.run_onnx(session, x))  # batch 5 through a dynamic batch axis
+    ts = task.parity(ref, runtimes.run_torchscript(runtimes.load_torchscript(tmp_path / "m.ts"), x))
+    session = runtimes.onnx_session(tmp_path / "m.onnx", threads=1)
+    ox = task.parity(ref, runtimes.run_onnx(session, x))  # batch 5 through a dynamic batch axis
     assert ts["max_abs_diff"] < 1e-4 and ts["class_agreement"] == 1.0
     assert ox["max_abs_diff"] < 1e-3 and ox["class_agreement"] == 1.0

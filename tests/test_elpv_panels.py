@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionpipe.errors import DataError
-from visionpipe.sources import elpv, elpv_panels
-from visionpipe.sources.coco import scan_coco
-from visionpipe.sources.elpv_panels import compose_panels
+from visionpipe.core.errors import DataError
+from visionpipe.embedded import elpv
+from visionpipe.embedded import panels as elpv_panels
+from visionpipe.embedded.panels import compose_panels
+from visionpipe.tasks.detection.data.coco_source import scan_coco
 
 TINY = {"panels": 3, "rows": 2, "cols": 2, "cell_size": 32, "seed": 3}
 FRACTIONS = {"absent_fraction": 0.25, "occluded_fraction": 0.25}

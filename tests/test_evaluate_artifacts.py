@@ -8,18 +8,19 @@ import pandas as pd
 import pytest
 import torch
 
+from visionpipe.core.timing import latency, model_latency, tile_batch
 from visionpipe.tasks import get_task
-from visionpipe.timing import latency, model_latency, tile_batch
+from visionpipe.tasks.classification.evaluate import write_results
 
 LABELS = ["apple", "banana", "cherry"]  # no cherry in the test split
 
 
-def params(confident_threshold=0.9, mistakes_grid=16):
+def params(confident_threshold=0.9, draw_images=16):
     return SimpleNamespace(
         evaluate=SimpleNamespace(
             binary_positive=[],
             confident_threshold=confident_threshold,
-            mistakes_grid=mistakes_grid,
+            draw_images=draw_images,
         )
     )
 
@@ -42,10 +43,21 @@ def synthetic(n=30, seed=0):
 
 
 def run(tmp_path, outputs, true, manifest, images, **kw):
-    metrics = get_task("classification").evaluate(
-        outputs, true, manifest, images, LABELS, params(**kw), tmp_path / "res", tmp_path / "fig"
+    task = get_task("classification")
+    headline, metrics = write_results(
+        task,
+        outputs,
+        true,
+        manifest,
+        images,
+        LABELS,
+        params(**kw),
+        tmp_path / "res",
+        tmp_path / "fig",
     )
-    json.dumps(metrics, allow_nan=False)  # metrics.json must stay strict JSON (None, not NaN)
+    # metrics.json and details.json must stay strict JSON (None, not NaN)
+    json.dumps([headline, metrics], allow_nan=False)
+    assert set(headline) <= set(metrics) and len(headline) <= 12
     return metrics
 
 
@@ -127,7 +139,7 @@ def test_no_mistakes_and_empty_grid_still_write_the_figure(tmp_path):
     assert (tmp_path / "a/fig/mistakes.png").stat().st_size > 1000
     assert metrics["roc_auc"]["apple"] == 1.0
 
-    metrics = run(tmp_path / "b", outputs, true, manifest, images, mistakes_grid=0)
+    metrics = run(tmp_path / "b", outputs, true, manifest, images, draw_images=0)
     assert metrics["num_wrong"] == 6
     assert (tmp_path / "b/fig/mistakes.png").stat().st_size > 1000
 

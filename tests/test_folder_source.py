@@ -3,8 +3,8 @@ import json
 import pytest
 
 from tests.conftest import make_class_folders, write_image
-from visionpipe.errors import DataError
-from visionpipe.sources.folder import data_report, scan_folder
+from visionpipe.core.errors import DataError
+from visionpipe.core.sources.folder import data_report, scan_folder
 
 
 def test_flat_folder(flat_dataset):

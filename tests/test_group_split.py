@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visionpipe.errors import DataError
-from visionpipe.split import split_regression
+from visionpipe.core.errors import DataError
+from visionpipe.tasks.regression.data.split import split_regression
 
 
 def table(sizes: list[int], seed: int = 0, group: bool = True) -> pd.DataFrame:

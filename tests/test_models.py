@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from visionpipe.checkpoint import load_checkpoint, save_checkpoint
-from visionpipe.errors import UserError
-from visionpipe.models import TORCHVISION_ARCHS, _lite0_package_state, build_model
+from visionpipe.core.checkpoint import load_checkpoint, save_checkpoint
+from visionpipe.core.errors import UserError
+from visionpipe.core.models import TORCHVISION_ARCHS, _lite0_package_state, build_model
 
 
 def test_lite0_uses_the_packaged_imagenet_weights():
@@ -99,7 +99,7 @@ def test_small_cnn_has_no_pretrained_weights_and_says_so(caplog):
 def test_grayscale_input_runs_through_an_rgb_pretrained_backbone(tmp_path):
     from PIL import Image
 
-    from visionpipe.data import load_images
+    from visionpipe.core.images import load_images
 
     Image.new("L", (40, 30), 90).save(tmp_path / "gray.png")
     x = load_images(tmp_path, ["gray.png"], 32)  # replicated to 3 channels on decode
@@ -109,7 +109,7 @@ def test_grayscale_input_runs_through_an_rgb_pretrained_backbone(tmp_path):
 
 
 def test_a_network_without_a_known_head_is_named_in_the_error():
-    from visionpipe.models import ImageModel, backbone_layers
+    from visionpipe.core.models import ImageModel, backbone_layers
 
     model = ImageModel(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
     with pytest.raises(UserError, match=r"cannot find the head of Sequential"):
@@ -118,7 +118,7 @@ def test_a_network_without_a_known_head_is_named_in_the_error():
 
 @pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "mobilenet_v3_small"])
 def test_hidden_head_is_part_of_the_head_and_survives_a_checkpoint(arch, tmp_path):
-    from visionpipe.models import backbone_layers, head
+    from visionpipe.core.models import backbone_layers, head
 
     built = build_model(arch, 1, pretrained=False, dropout=0.3, hidden=16)
     net_head = head(built.model)
@@ -138,7 +138,7 @@ def test_hidden_head_is_part_of_the_head_and_survives_a_checkpoint(arch, tmp_pat
 
 
 def test_a_head_that_does_not_end_in_a_linear_layer_cannot_get_a_hidden_layer():
-    from visionpipe.models import _add_hidden_layer
+    from visionpipe.core.models import _add_hidden_layer
 
     net = torch.nn.Module()
     net.classifier = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Softmax(1))

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from visionpipe.params import ParamsError, load_params, params_from_dict
+from visionpipe.core.params import ParamsError, load_params, params_from_dict
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -50,12 +50,20 @@ def test_repo_params_are_valid():
         ("train.amp_dtype", "fp8", "train.amp_dtype: 'fp8' is not one of fp16, bf16"),
         ("train.trainable_layers", -2, "train.trainable_layers: -2 is out of range, allowed >= -1"),
         (
-            "train.class_weights",
+            "classification.class_weights",
             "auto",
-            "train.class_weights: expected none, balanced or a mapping",
+            "classification.class_weights: expected none, balanced or a mapping",
         ),
-        ("train.class_weights", {"a": 0}, "train.class_weights.a: expected a positive number"),
-        ("train.class_weights", {"a": True}, "train.class_weights.a: expected a positive number"),
+        (
+            "classification.class_weights",
+            {"a": 0},
+            "classification.class_weights.a: expected a positive number",
+        ),
+        (
+            "classification.class_weights",
+            {"a": True},
+            "classification.class_weights.a: expected a positive number",
+        ),
         ("data.classes", "a,b", "data.classes: expected a list of str, got 'a,b'"),
         ("train.monitor", "val_auc", "train.monitor: 'val_auc' is not one of auto, val_loss"),
         ("train.lr", KeyError, "train.lr: missing"),
@@ -71,11 +79,11 @@ def test_bad_values_name_the_key(path, value, message):
 
 
 def test_class_weights_forms():
-    assert params_from_dict(with_change("train.class_weights", "balanced")).train.class_weights == (
-        "balanced"
-    )
-    mapping = params_from_dict(with_change("train.class_weights", {"a": 2, "b": 0.5}))
-    assert mapping.train.class_weights == {"a": 2.0, "b": 0.5}
+    assert params_from_dict(
+        with_change("classification.class_weights", "balanced")
+    ).classification.class_weights == ("balanced")
+    mapping = params_from_dict(with_change("classification.class_weights", {"a": 2, "b": 0.5}))
+    assert mapping.classification.class_weights == {"a": 2.0, "b": 0.5}
 
 
 def test_int_accepted_for_float():

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, make_class_folders, write_image
-from visionpipe.errors import DataError
-from visionpipe.params import Data, Params, as_dict
-from visionpipe.tasks import get_task
+from visionpipe.core.errors import DataError
+from visionpipe.core.params import Data, Params, as_dict
+from visionpipe.tasks import task_data
 
 
 def scan(params: Params):
-    return get_task(params.base.task).scan(params)
+    return task_data(params.base.task).scan(params)
 
 
 def with_data(**data) -> Params:
@@ -81,7 +81,7 @@ def test_class_weights_for_unknown_classes_stop_train_before_work(tmp_path):
             splits / f"{name}.csv", index=False
         )
     raw = as_dict(Params())
-    raw["train"]["class_weights"] = {"cat": 2.0, "cow": 3.0}
+    raw["classification"]["class_weights"] = {"cat": 2.0, "cow": 3.0}
     proc = run_stage_cli(
         tmp_path,
         raw,
@@ -99,5 +99,5 @@ def test_class_weights_for_unknown_classes_stop_train_before_work(tmp_path):
     )
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2
-    assert errors == ["error: train.class_weights: 'cow' not a class; classes: cat, dog"]
+    assert errors == ["error: classification.class_weights: 'cow' not a class; classes: cat, dog"]
     assert not (tmp_path / "live").exists()

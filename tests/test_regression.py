@@ -9,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from visionpipe.errors import DataError, UserError
-from visionpipe.models import build_model
-from visionpipe.params import Augment, Data, Evaluate, Params, Regression, Split, Train
-from visionpipe.runtime import seed_everything
-from visionpipe.tasks import get_task
-from visionpipe.tasks.regression import rec_curve
-from visionpipe.training import fit
+from visionpipe.core.errors import DataError, UserError
+from visionpipe.core.image.train import fit_images as fit
+from visionpipe.core.models import build_model
+from visionpipe.core.params import Augment, Data, Evaluate, Params, Regression, Split, Train
+from visionpipe.core.runtime import seed_everything
+from visionpipe.deploy.decode import regression as decode_regression
+from visionpipe.tasks import get_task, task_data
+from visionpipe.tasks.regression.evaluate import rec_curve, write_results
 
 LABELS = ["weight"]
 
@@ -53,9 +54,7 @@ def test_transform_is_restored_from_checkpoint_meta_and_from_model_json():
 def test_params_that_do_not_fit_regression_fail_with_one_line():
     task = get_task("regression")
     with pytest.raises(UserError, match="data.table: regression reads its targets from a table"):
-        task.scan(Params(data=Data(path="anywhere", table="")))
-    with pytest.raises(UserError, match="train.class_weights: regression has no classes"):
-        task.criterion(Params(train=Train(class_weights="balanced")), LABELS, torch.zeros(3))
+        task_data("regression").scan(Params(data=Data(path="anywhere", table="")))
     with pytest.raises(UserError, match=r"'val_accuracy' is not a regression metric.*val_rmse"):
         task.monitor(Params(train=Train(monitor="val_accuracy")))
     assert task.monitor(Params(train=Train(monitor="auto"))) == "val_rmse"
@@ -88,11 +87,12 @@ def test_evaluate_writes_predictions_curves_tables_and_figures(tmp_path):
         }
     )
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
-    params = Params(evaluate=Evaluate(mistakes_grid=2))
+    params = Params(evaluate=Evaluate(draw_images=2))
     res, fig = tmp_path / "res", tmp_path / "fig"
-    metrics = task.evaluate(
-        outputs, task.targets(manifest, LABELS), manifest, images, LABELS, params, res, fig
+    headline, metrics = write_results(
+        task, outputs, task.targets(manifest, LABELS), manifest, images, LABELS, params, res, fig
     )
+    assert headline["rmse"] == metrics["rmse"] and "transform" not in headline
     errors = np.abs(pred - true)
     assert metrics["target"] == "weight" and metrics["num_samples"] == 6
     assert metrics["mae"] == pytest.approx(errors.mean(), rel=1e-5)
@@ -121,7 +121,8 @@ def test_evaluate_writes_predictions_curves_tables_and_figures(tmp_path):
     assert curves["y"].is_monotonic_increasing and curves["y"].iloc[-1] == 1.0
     for png in ("predicted_vs_actual", "residuals", "worst_predictions"):
         assert (fig / f"{png}.png").stat().st_size > 1000, png
-    record = task.prediction_records(outputs[:1], LABELS)[0]
+    meta = {"labels": LABELS, "target_transform": task.transform.to_dict()}
+    record = decode_regression(outputs[:1], meta)[0]
     assert record == {"value": pytest.approx(1.5, rel=1e-5), "target": "weight"}
 
 
@@ -158,8 +159,8 @@ def test_the_whole_path_learns_a_target_from_pixels(tmp_path):
         regression=Regression(head_hidden=0),
     )
     task = get_task("regression")
-    scan, _ = task.scan(params)
-    frame = task.split(scan.samples, params)
+    scan, _ = task_data("regression").scan(params)
+    frame = task_data("regression").split(scan.samples, params)
     parts = {
         name: frame[frame["split"] == name].reset_index(drop=True)
         for name in ("train", "val", "test")
@@ -168,7 +169,7 @@ def test_the_whole_path_learns_a_target_from_pixels(tmp_path):
     assert not (plants[0] & plants[1] or plants[0] & plants[2] or plants[1] & plants[2])
 
     def pixels(part):
-        from visionpipe.data import load_images
+        from visionpipe.core.images import load_images
 
         return load_images(tmp_path, part["path"].tolist(), 32, desc="decode")
 
@@ -196,7 +197,8 @@ def test_the_whole_path_learns_a_target_from_pixels(tmp_path):
     test_x = pixels(parts["test"])
     with torch.no_grad():
         outputs = model(test_x)
-    metrics = task.evaluate(
+    _, metrics = write_results(
+        task,
         outputs,
         task.targets(parts["test"], labels),
         parts["test"],
@@ -215,11 +217,11 @@ def test_a_grouped_split_error_names_the_users_group_column():
     )
     params = Params(data=Data(group_column="plant_number"))
     with pytest.raises(DataError, match="only 2 group\\(s\\) in column 'plant_number'"):
-        get_task("regression").split(manifest, params)
+        task_data("regression").split(manifest, params)
 
 
 def test_error_bins_are_quantiles_or_the_values_of_a_discrete_target():
-    from visionpipe.tasks.regression import errors_by_bin, prediction_table
+    from visionpipe.tasks.regression.evaluate import errors_by_bin, prediction_table
 
     grades = np.array([0.0] * 6 + [1 / 3, 2 / 3, 1.0, 1.0])
     table = errors_by_bin(prediction_table(pd.DataFrame({"path": "p", "target": grades}), grades))

@@ -9,13 +9,13 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from tests.test_training import params, synthetic
-from visionpipe import distributed
-from visionpipe.distributed import Dist
-from visionpipe.errors import UserError
-from visionpipe.models import build_model
-from visionpipe.runtime import seed_everything
+from visionpipe.core import distributed
+from visionpipe.core.distributed import Dist
+from visionpipe.core.errors import UserError
+from visionpipe.core.image.train import fit_images as fit
+from visionpipe.core.models import build_model
+from visionpipe.core.runtime import seed_everything
 from visionpipe.tasks import get_task
-from visionpipe.training import fit
 
 
 class Interrupted(Exception):
@@ -85,7 +85,7 @@ def test_other_params_or_data_start_afresh(tmp_path, caplog):
 
 
 def test_the_code_is_part_of_the_fingerprint(tmp_path):
-    from visionpipe.resume import code_fingerprint
+    from visionpipe.core.resume import code_fingerprint
 
     for clone in ("a", "b"):
         (tmp_path / clone / "pkg").mkdir(parents=True)

@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from visionpipe.errors import DataError
-from visionpipe.split import split_manifest
+from visionpipe.core.errors import DataError
+from visionpipe.tasks.classification.data.split import split_manifest
 
 
 def manifest(counts: dict[str, int], split: str = "") -> pd.DataFrame:

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import write_image
-from visionpipe.errors import DataError, UserError
-from visionpipe.sources.table import (
+from visionpipe.core.errors import DataError, UserError
+from visionpipe.core.sources.table import (
     read_table,
     require_columns,
     resolve_image_path,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from visionpipe.errors import DataError
-from visionpipe.targets import (
+from visionpipe.core.errors import DataError
+from visionpipe.tasks.regression.model.targets import (
     FlatRegressionLoss,
     TargetTransform,
     regression_loss,

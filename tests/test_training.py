@@ -5,14 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from visionpipe.class_weights import class_weights
-from visionpipe.errors import UserError
-from visionpipe.freezing import frozen_layers
-from visionpipe.models import backbone_layers, build_model, head
-from visionpipe.params import Augment, Params, Train
-from visionpipe.runtime import seed_everything
+from visionpipe.core.engine import Schedule, make_optimizer
+from visionpipe.core.errors import UserError
+from visionpipe.core.freezing import frozen_layers
+from visionpipe.core.image.train import fit_images as fit
+from visionpipe.core.models import backbone_layers, build_model, head
+from visionpipe.core.params import Augment, Params, Train
+from visionpipe.core.runtime import seed_everything
 from visionpipe.tasks import get_task
-from visionpipe.training import Schedule, fit, make_optimizer
+from visionpipe.tasks.classification.model.class_weights import class_weights
 
 
 def synthetic(n: int, gen: torch.Generator, size: int = 32):
@@ -148,7 +149,9 @@ def test_class_weights_balanced_explicit_and_errors():
     w = class_weights("balanced", labels, y)
     assert torch.allclose(w, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
     assert class_weights({"c": 4.0}, labels, y).tolist() == [1.0, 1.0, 4.0]
-    with pytest.raises(UserError, match=r"train.class_weights: 'd', 'z' not a class; classes: a"):
+    with pytest.raises(
+        UserError, match=r"classification.class_weights: 'd', 'z' not a class; classes: a"
+    ):
         class_weights({"d": 2.0, "z": 1.0}, labels, y)
     with pytest.raises(UserError, match="'c' has no training images"):
         class_weights("balanced", labels, torch.tensor([0, 1, 1]))

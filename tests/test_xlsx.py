@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
-from visionpipe.errors import UserError
-from visionpipe.sources.table import read_table
-from visionpipe.xlsx import write_xlsx
+from visionpipe.core.errors import UserError
+from visionpipe.core.sources.table import read_table
+from visionpipe.core.sources.xlsx import write_xlsx
 
 
 def _frame() -> pd.DataFrame:
@@ -66,7 +66,8 @@ def test_same_bytes_from_another_process(tmp_path):
     here, there = tmp_path / "here.xlsx", tmp_path / "there.xlsx"
     write_xlsx(here, _frame(), "cells")
     code = (
-        "import sys; from tests.test_xlsx import _frame; from visionpipe.xlsx import write_xlsx; "
+        "import sys; from tests.test_xlsx import _frame; "
+        "from visionpipe.core.sources.xlsx import write_xlsx; "
         "write_xlsx(sys.argv[1], _frame(), 'cells')"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}

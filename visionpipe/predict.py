@@ -1,69 +1,8 @@
-"""predict: run an exported model or a checkpoint on an image or a folder of images.
+"""``python -m visionpipe.predict``: the command of visionpipe.deploy.predict (see its help)."""
 
-    python -m visionpipe.predict models/export/model.onnx path/to/image_or_folder \
-        --threshold 0.6 --out predictions.jsonl
-
-Prints one JSON line per image (class, confidence and low_confidence; or the value of a regression
-model's target; latency_ms; or error) and writes the same lines to --out. Files that cannot be
-decoded are reported and counted, not fatal.
-"""
-
-from __future__ import annotations
-
-import json
-import logging
 import sys
 
-from visionpipe.errors import UserError
-from visionpipe.inference import (
-    cli_parser,
-    image_frames,
-    list_images,
-    load_predictor,
-    predict_frame,
-)
-from visionpipe.io import atomic_path
-from visionpipe.stage import setup_logging
-
-log = logging.getLogger("visionpipe.predict")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = cli_parser("python -m visionpipe.predict", __doc__)
-    parser.add_argument("input", help="an image file or a folder of images")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=0.5,
-        help="confidence below this is flagged low_confidence (default %(default)s)",
-    )
-    parser.add_argument("--out", help="also write the JSON lines to this file")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        predictor = load_predictor(args.model, args.threads)
-        records = []
-        for frame in image_frames(list_images(args.input), predictor.image_size):
-            record = predict_frame(predictor, frame, args.threshold)
-            print(json.dumps(record), flush=True)
-            records.append(record)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    failed = sum("error" in r for r in records)
-    low = sum(bool(r.get("low_confidence")) for r in records)
-    log.info(
-        "%d images: %d predicted, %d low confidence, %d unreadable",
-        len(records),
-        len(records) - failed,
-        low,
-        failed,
-    )
-    return 2 if failed == len(records) else 0
-
+from visionpipe.deploy.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,61 @@
+"""End to end: `dvc status` after an edit names exactly the stages the edit reaches, for the
+real dvc.yaml on the tiny built classification pipeline."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import copy_built, run, set_params
+
+
+def stale(repo: Path) -> set[str]:
+    return set(json.loads(run(repo, "dvc", "status", "--json").stdout))
+
+
+def touch(repo: Path, rel: str) -> None:
+    path = repo / rel
+    path.write_text(path.read_text() + "\n# an edit\n")
+
+
+@pytest.fixture
+def repo(built_repo, tmp_path):
+    repo = copy_built(built_repo, tmp_path / "repo")
+    assert stale(repo) == set()
+    return repo
+
+
+def test_other_tasks_code_and_params_leave_the_pipeline_up_to_date(repo):
+    for rel in (
+        "visionpipe/tasks/detection/model/detector.py",
+        "visionpipe/tasks/detection/data/eda.py",
+        "visionpipe/tasks/detection/train.py",
+        "visionpipe/tasks/regression/model/targets.py",
+        "visionpipe/tasks/regression/evaluate.py",
+        "visionpipe/tasks/regression/data/split.py",
+    ):
+        touch(repo, rel)
+        assert stale(repo) == set(), rel
+    set_params(repo, {"detection": {"state_loss_weight": 0.9, "score_threshold": 0.3}})
+    set_params(repo, {"regression": {"loss": "huber", "head_hidden": 8}})
+    assert stale(repo) == set()
+
+
+def test_evaluate_code_reruns_evaluate_not_train(repo):
+    touch(repo, "visionpipe/tasks/classification/evaluate.py")
+    assert stale(repo) == {"evaluate"}
+    out = run(repo, "dvc", "repro").stdout
+    assert "Running stage 'evaluate'" in out
+    assert "Running stage 'train'" not in out and "Running stage 'export'" not in out
+    assert stale(repo) == set()
+
+
+def test_the_tasks_model_code_and_params_rerun_train(repo):
+    """The check can fail: the task's own model code or section is a train dependency."""
+    touch(repo, "visionpipe/tasks/classification/model/__init__.py")
+    assert stale(repo) == {"train", "evaluate", "export"}
+    run(repo, "git", "checkout", "--", "visionpipe")
+    set_params(repo, {"classification": {"label_smoothing": 0.1}})
+    assert stale(repo) == {"train", "evaluate"}
+    touch(repo, "visionpipe/core/io.py")
+    assert {"embed", "prepare", "train", "simulate"} <= stale(repo)

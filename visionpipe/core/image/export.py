@@ -1,0 +1,160 @@
+"""The export stage of the tasks with one output per image: TorchScript, ONNX and INT8 ONNX,
+with parity against PyTorch, the INT8 accuracy change on the test split and latency."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from visionpipe.core import onnx as onnx_export
+from visionpipe.core.cache import cached_images
+from visionpipe.core.checkpoint import load_checkpoint
+from visionpipe.core.image.task import ImageTask
+from visionpipe.core.images import IMAGENET_MEAN, IMAGENET_STD
+from visionpipe.core.io import write_csv, write_json
+from visionpipe.core.manifests import read_split
+from visionpipe.core.params import Params
+from visionpipe.core.runtime import set_threads
+from visionpipe.core.runtimes import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SIDECAR,
+    load_torchscript,
+    onnx_session,
+    run_onnx,
+    run_torchscript,
+)
+from visionpipe.core.timing import WARMUP, latency, tile_batch
+
+log = logging.getLogger("visionpipe.export")
+
+#: beside the stage's metrics file: every figure of the export (sizes, p95s, batch-N latency)
+DETAILS = "details.json"
+
+
+def sidecar(meta: dict, files: dict[str, Path], output: dict) -> dict:
+    """What a consumer of the exported files needs besides the files (``output``: the task's
+    description of the model's output)."""
+    return {
+        "task": meta["task"],
+        "arch": meta["arch"],
+        "labels": meta["labels"],
+        "image_size": meta["image_size"],
+        "input": {
+            "name": INPUT_NAME,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "range": [0, 255],
+            "resize": "bilinear to image_size x image_size",
+        },
+        "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True},
+        "output": {"name": OUTPUT_NAME, **output},
+        "files": {fmt: path.name for fmt, path in files.items()},
+    }
+
+
+def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
+    """The export stage: TorchScript, ONNX and INT8 ONNX with parity, accuracy and latency."""
+    cfg = params.export
+    model, meta = load_checkpoint(args.model)
+    task.load_meta(meta)
+    threads = set_threads(params.train.num_threads)
+    root, size = Path(params.data.path), meta["image_size"]
+    test_m = read_split(args.splits, "test")
+    test_x = cached_images(root, test_m["path"].tolist(), size, desc="decoding test").float()
+    parity_x = test_x[: cfg.parity_samples]
+
+    out = Path(args.out)
+    files = {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
+    onnx_export.export_torchscript(model, parity_x[:1], files["torchscript"])
+    onnx_export.export_onnx(model, parity_x[:1], files["onnx"], cfg.opset)
+    if cfg.quantize != "none":
+        files["onnx_int8"] = out / "model.int8.onnx"
+        calib_m = read_split(args.splits, "train")
+        calib_m = calib_m.sample(min(cfg.calibration_samples, len(calib_m)), random_state=0)
+        calib = cached_images(root, calib_m["path"].tolist(), size, desc="calibration")
+        onnx_export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
+
+    write_json(out / SIDECAR, sidecar(meta, files, task.output_description()))
+    # run as predict and simulate run them (visionpipe.core.runtimes)
+    runners = {"pytorch": torch.no_grad()(model)}
+    runners.update({fmt: load_runner(path, threads) for fmt, path in files.items()})
+
+    reference = runners["pytorch"](parity_x)
+    results: dict = {"num_parity_images": int(len(parity_x)), "opset": cfg.opset}
+    for fmt, path in files.items():
+        parity = task.parity(reference, runners[fmt](parity_x))
+        if fmt != "onnx_int8":  # quantization is lossy by design: judged by its accuracy change
+            onnx_export.check_parity(fmt, parity, cfg.parity_tolerance)
+        results[fmt] = {**parity, "size_mb": round(path.stat().st_size / 2**20, 3)}
+        log.info("%s: %s", fmt, results[fmt])
+
+    if "onnx_int8" in files:
+        targets = task.targets(test_m, meta["labels"])
+        fp32 = task.epoch_metrics(onnx_export.run_batched(runners["onnx"], test_x), targets)
+        int8 = task.epoch_metrics(onnx_export.run_batched(runners["onnx_int8"], test_x), targets)
+        results["quantization"] = {
+            "mode": cfg.quantize,
+            "calibration_images": 0 if cfg.quantize == "dynamic" else int(len(calib)),
+            "test_images": int(len(test_x)),
+            "fp32": fp32,
+            "int8": int8,
+            "change": {k: int8[k] - fp32[k] for k in fp32},
+        }
+        log.info("INT8 on the test split: %s -> %s", fp32, int8)
+
+    rows = []
+    for batch in sorted({1, cfg.latency_batch}):
+        x = tile_batch(test_x, batch)
+        for fmt, fn in runners.items():
+            timing = latency(fn, x, WARMUP, cfg.latency_runs)
+            rows.append(
+                {"runtime": f"{fmt} (batch {batch})", "format": fmt, "batch": batch, **timing}
+            )
+            log.info("latency %s batch %d: %s", fmt, batch, timing)
+    results["latency"] = {
+        "device": "cpu",
+        "threads": threads,
+        "warmup": WARMUP,
+        "ms_per_sample": {
+            f"{r['format']}_batch_{r['batch']}": {k: r[k] for k in ("median_ms", "p95_ms")}
+            for r in rows
+        },
+    }
+    write_csv(args.latency, pd.DataFrame(rows))
+    write_json(Path(args.metrics).with_name(DETAILS), results)
+    write_json(args.metrics, headline(results))
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """What ``dvc metrics show`` compares: parity per format, the INT8 accuracy change and the
+    batch-1 latency per runtime (sizes, INT8 parity, p95s and batch-N latencies stay in
+    details.json)."""
+    latency = results["latency"]["ms_per_sample"]
+    out: dict[str, Any] = {
+        fmt: {k: v for k, v in results[fmt].items() if k != "size_mb"}
+        for fmt in ("torchscript", "onnx")  # INT8 is lossy by design: judged by int8_change
+    }
+    if "quantization" in results:
+        out["int8_change"] = results["quantization"]["change"]
+    out["latency_ms_batch_1"] = {
+        name.removesuffix("_batch_1"): value["median_ms"]
+        for name, value in latency.items()
+        if name.endswith("_batch_1")
+    }
+    return out
+
+
+def load_runner(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An exported file as a function of a float image batch."""
+    if path.suffix == ".ts":
+        return functools.partial(run_torchscript, load_torchscript(path))
+    return functools.partial(run_onnx, onnx_session(path, threads))

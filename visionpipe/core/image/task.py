@@ -1,0 +1,66 @@
+"""Tasks with one output vector per image (classification, regression): the model side their
+shared train, evaluate and export stages (visionpipe.core.image) ask of them: labels, targets,
+loss, per-epoch metrics, what the output means and how far an export may drift.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import pandas as pd
+import torch
+
+from visionpipe.core.task import TaskModel
+
+
+class ImageTask(TaskModel):
+    """A task whose model maps an image to one output vector."""
+
+    # --- model and targets -----------------------------------------------------------------
+
+    @abstractmethod
+    def labels(self, manifest: pd.DataFrame, params: Any) -> list[str]:
+        """Output names (class index, or the target's name) derived from the training manifest."""
+
+    def fit_targets(self, train_manifest: pd.DataFrame, params: Any) -> dict[str, Any]:
+        """Fit what the targets need on the train split only (e.g. a target transform).
+
+        Returns entries for the checkpoint's metadata; :meth:`load_meta` restores them.
+        """
+        return {}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`fit_targets` fitted, from a checkpoint's or export's metadata."""
+
+    def head_hidden(self, params: Any) -> int:
+        """Width of a hidden layer in the new head (0: one linear layer)."""
+        return 0
+
+    def validate(self, params: Any, labels: list[str]) -> None:  # noqa: B027 - optional hook
+        """Fail early (one line) when a param does not fit the model's labels."""
+
+    @abstractmethod
+    def targets(self, manifest: pd.DataFrame, labels: list[str]) -> torch.Tensor:
+        """Manifest rows -> target tensor, in the space the model is trained in."""
+
+    @abstractmethod
+    def criterion(
+        self, params: Any, labels: list[str], train_targets: torch.Tensor
+    ) -> torch.nn.Module:
+        """The training loss (class weights, smoothing or a regression loss, from params)."""
+
+    @abstractmethod
+    def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""
+
+    # --- evaluation and deployment ---------------------------------------------------------
+
+    @abstractmethod
+    def output_description(self) -> dict[str, Any]:
+        """What the model's raw output means (``meaning`` and what maps it to a prediction),
+        for the exported model's JSON."""
+
+    @abstractmethod
+    def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+        """How far an exported model's outputs are from the PyTorch model's."""

@@ -1,0 +1,110 @@
+"""TorchScript and ONNX export, INT8 quantization and the parity check (running the exported
+files is visionpipe.core.runtimes, shared with deploy).
+
+All exported models take RGB pixels in 0..255 as float32 ``N x 3 x H x W`` (normalization is
+inside the model), with a dynamic batch dimension.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visionpipe.core.errors import UserError
+from visionpipe.core.io import atomic_path
+from visionpipe.core.runtimes import INPUT_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Trace the model (input: float RGB 0..255, N x 3 x H x W)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings from library models are expected
+        traced = torch.jit.trace(model.eval(), example)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    """ONNX with a dynamic batch dimension, checked with the ONNX checker."""
+    import onnx
+
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+        onnx.checker.check_model(str(tmp))
+
+
+def quantize_onnx(src: Path, dst: Path, mode: str, calibration: torch.Tensor | None) -> None:
+    """INT8 ONNX: ``static`` (QDQ, per-channel, calibrated) or ``dynamic`` (weights only)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Images(CalibrationDataReader):
+        """Calibration images, one at a time, as the quantizer asks for them."""
+
+        def __init__(self, images: torch.Tensor):
+            self._items = iter(images[i : i + 1].float().numpy() for i in range(len(images)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._items, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs every rescaled bias at INFO
+    try:
+        _quantize(src, dst, mode, calibration, Images)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with atomic_path(dst) as tmp:
+        if mode == "dynamic":
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+            return
+        with tempfile.TemporaryDirectory(dir=dst.parent) as work:
+            pre = Path(work) / "preprocessed.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(tmp),
+                reader_cls(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+
+
+def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 64):
+    """Outputs of ``fn`` over ``x`` in batches, concatenated."""
+    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def check_parity(name: str, parity: dict[str, float], tolerance: float) -> None:
+    """Fail the export when an exported model drifts from PyTorch beyond the tolerance."""
+    if parity["max_abs_diff"] > tolerance:
+        raise UserError(
+            f"export: {name} differs from PyTorch by {parity['max_abs_diff']:.3g} "
+            f"(export.parity_tolerance is {tolerance:g})"
+        )

@@ -1,0 +1,412 @@
+"""Typed, validated view of params.yaml.
+
+Every stage loads the whole file through :func:`load_params` before doing any work, so a typo
+or an out-of-range value fails in under a second with one line naming the key and what is
+allowed, instead of halfway through training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visionpipe.core.errors import UserError
+
+TORCHVISION_ARCHITECTURES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
+ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES, "small_cnn")
+TASKS = ("classification", "regression", "detection")
+DETECTION_ARCHITECTURES = ("mobilenet_v3_large_fpn", "resnet50_fpn", "efficientnet_lite0_fpn")
+# augment.ops that move a detection image's boxes with its pixels (the others are per-image only)
+DETECTION_AUGMENTATIONS = ("hflip", "vflip", "rot90")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+# "auto": the task's own default (classification val_f1_macro, regression val_rmse,
+# detection val_map)
+MONITORS = (
+    "auto",
+    "val_loss",
+    "val_accuracy",
+    "val_f1_macro",
+    "val_rmse",
+    "val_mae",
+    "val_r2",
+    "val_map",
+    "val_map_50",
+    "val_state_accuracy",
+)
+AUGMENTATIONS = (
+    "hflip",
+    "vflip",
+    "rot90",
+    "rotate",
+    "resized_crop",
+    "color_jitter",
+    "autoaugment",
+    "trivialaugment",
+    "erasing",
+)
+SCHEDULES = ("warmup_cosine", "plateau", "none")
+AMP_DTYPES = ("fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+QUANTIZATION = ("none", "static", "dynamic")
+REGRESSION_LOSSES = ("mse", "huber", "l1")
+
+
+class ParamsError(UserError):
+    """A value in params.yaml is missing, unknown, of the wrong type or out of range."""
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, open_: bool = False) -> dict:
+    """Allowed interval; ``open_`` excludes both ends (ratios must lie strictly in (0, 1))."""
+    return {"range": (lo, hi, open_)}
+
+
+@dataclass(frozen=True)
+class Base:
+    seed: int = 42
+    task: str = field(default="classification", metadata=_choice(*TASKS))
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The embedded elpv default materialized by the `embed` stage."""
+
+    max_per_class: int = field(default=0, metadata=_range(0))
+    # detection: EL module panels composed from the real cells (written beside them)
+    panels: int = field(default=200, metadata=_range(0))  # 0: as many as the cells allow
+    panel_rows: int = field(default=3, metadata=_range(1))
+    panel_cols: int = field(default=4, metadata=_range(1))
+    cell_size: int = field(default=80, metadata=_range(16))  # pixels per cell in a panel
+
+
+@dataclass(frozen=True)
+class Data:
+    """Images under ``path``, described by a table (CSV/Excel inside ``path``) or class folders.
+
+    Classification reads ``label_column`` (or class folders when ``table`` is ""); regression
+    reads the numeric ``target_column`` from the table, ``group_column`` to keep groups (e.g.
+    one plant photographed many times) within one split, and ``metadata_columns`` for EDA.
+    """
+
+    path: str = "data/raw"
+    table: str = ""  # "": class folders (classification); else a .csv/.xlsx file inside path
+    sheet: str = ""  # Excel sheet name ("": the first sheet)
+    image_column: str = "image"
+    label_column: str = "label"
+    classes: list[str] = field(default_factory=list)  # []: every label found; else the only ones
+    target_column: str = "target"
+    group_column: str = ""
+    metadata_columns: list[str] = field(default_factory=list)
+    annotations: str = "annotations.json"  # detection: COCO JSON or simple per-image JSON inside
+    state_key: str = "state"  # detection: attributes.<state_key> (CVAT export) or a top-level key
+    states: list[str] = field(default_factory=lambda: ["intact", "damaged", "absent", "occluded"])
+
+
+@dataclass(frozen=True)
+class Split:
+    train: float = field(default=0.7, metadata=_range(0.0, 1.0, open_=True))
+    val: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
+    test: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
+    # regression without groups: stratify the random split by this many target quantile bins
+    stratify_bins: int = field(default=0, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class Eda:
+    samples: int = field(default=8, metadata=_range(1))  # per class (classification), in all
+    intensity_samples: int = field(default=200, metadata=_range(1))  # per class, or in all
+    target_vs: str = ""  # regression: the metadata column the target is plotted against
+
+
+@dataclass(frozen=True)
+class Model:
+    arch: str = field(default="efficientnet_lite0", metadata=_choice(*ARCHITECTURES))
+    pretrained: bool = True
+    weights: str = ""
+    image_size: int = field(default=160, metadata=_range(16))
+    dropout: float = field(default=0.2, metadata=_range(0.0, 1.0))
+
+
+def _check_class_weights(key: str, value: Any) -> Any:
+    """``none``, ``balanced`` or a mapping of class name to a positive weight."""
+    if value in ("none", "balanced"):
+        return value
+    if isinstance(value, dict) and value:
+        for name, weight in value.items():
+            number = isinstance(weight, int | float) and not isinstance(weight, bool)
+            if not number or not math.isfinite(weight) or weight <= 0:
+                raise ParamsError(f"{key}.{name}: expected a positive number, got {weight!r}")
+        return {str(k): float(v) for k, v in value.items()}
+    raise ParamsError(
+        f"{key}: expected none, balanced or a mapping of class name to weight, got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random training augmentation, applied to whole batches of decoded images."""
+
+    ops: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90"])
+    rotate_degrees: float = field(default=15.0, metadata=_range(0.0, 180.0))
+    crop_min_scale: float = field(default=0.6, metadata=_range(0.05, 1.0))
+    jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    erasing_p: float = field(default=0.25, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int = field(default=12, metadata=_range(1))
+    batch_size: int = field(default=32, metadata=_range(1))
+    lr: float = field(default=1e-3, metadata=_range(0.0, open_=True))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    optimizer: str = field(default="adamw", metadata=_choice(*OPTIMIZERS))
+    schedule: str = field(default="warmup_cosine", metadata=_choice(*SCHEDULES))
+    warmup_epochs: float = field(default=1.0, metadata=_range(0.0))
+    plateau_patience: int = field(default=2, metadata=_range(0))
+    plateau_factor: float = field(default=0.3, metadata=_range(0.0, 1.0, open_=True))
+    freeze_backbone_epochs: int = field(default=0, metadata=_range(0))
+    trainable_layers: int = field(default=-1, metadata=_range(-1))
+    early_stopping_patience: int = field(default=0, metadata=_range(0))
+    monitor: str = field(default="auto", metadata=_choice(*MONITORS))
+    device: str = field(default="auto", metadata=_choice(*DEVICES))
+    amp: bool = True
+    amp_dtype: str = field(default="fp16", metadata=_choice(*AMP_DTYPES))
+    num_threads: int = field(default=0, metadata=_range(0))
+    nproc: int = field(default=1, metadata=_range(1))  # >1: DDP processes under torchrun
+    resume: bool = True  # continue an interrupted training from its last epoch
+
+
+@dataclass(frozen=True)
+class Classification:
+    """How a classifier learns its classes (base.task: classification)."""
+
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    class_weights: Any = field(default="none", metadata={"check": _check_class_weights})
+
+
+@dataclass(frozen=True)
+class Regression:
+    """How a regression model learns its target (base.task: regression)."""
+
+    loss: str = field(default="mse", metadata=_choice(*REGRESSION_LOSSES))
+    huber_delta: float = field(default=1.0, metadata=_range(0.0, open_=True))
+    log1p: bool = False  # train on log(1 + target): for skewed, non-negative targets
+    standardize: bool = True  # train on (target - mean) / std of the train split
+    head_hidden: int = field(default=256, metadata=_range(0))  # 0: a single linear output
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Parts with boxes and a state per part (base.task: detection), from COCO annotations."""
+
+    arch: str = field(default="mobilenet_v3_large_fpn", metadata=_choice(*DETECTION_ARCHITECTURES))
+    min_size: int = field(default=240, metadata=_range(32))  # shorter image side fed to the model
+    max_size: int = field(default=320, metadata=_range(32))  # longer side at most
+    state_loss_weight: float = field(default=0.5, metadata=_range(0.0))
+    score_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))  # kept detections
+    iou_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0, open_=True))
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    batch_size: int = field(default=64, metadata=_range(1))
+    binary_positive: list[str] = field(default_factory=list)
+    confident_threshold: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    # test images drawn with their predictions: classification the most confident mistakes,
+    # regression the largest errors, detection the first ones (prediction beside ground truth)
+    draw_images: int = field(default=16, metadata=_range(0))
+    latency_runs: int = field(default=20, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class Export:
+    opset: int = field(default=17, metadata=_range(7, 25))
+    parity_samples: int = field(default=32, metadata=_range(1))
+    parity_tolerance: float = field(default=1e-3, metadata=_range(0.0, open_=True))
+    latency_batch: int = field(default=32, metadata=_range(1))
+    latency_runs: int = field(default=30, metadata=_range(1))
+    quantize: str = field(default="static", metadata=_choice(*QUANTIZATION))
+    calibration_samples: int = field(default=64, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class Simulate:
+    """The conveyor loop stage: test images as frames, one per interval."""
+
+    interval_ms: float = field(default=100.0, metadata=_range(0.0, open_=True))
+    threshold: float = field(default=0.55, metadata=_range(0.0, 1.0))
+    max_frames: int = field(default=50, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class Params:
+    base: Base = field(default_factory=Base)
+    embedded: Embedded = field(default_factory=Embedded)
+    data: Data = field(default_factory=Data)
+    split: Split = field(default_factory=Split)
+    eda: Eda = field(default_factory=Eda)
+    model: Model = field(default_factory=Model)
+    augment: Augment = field(default_factory=Augment)
+    train: Train = field(default_factory=Train)
+    classification: Classification = field(default_factory=Classification)
+    regression: Regression = field(default_factory=Regression)
+    detection: Detection = field(default_factory=Detection)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    export: Export = field(default_factory=Export)
+    simulate: Simulate = field(default_factory=Simulate)
+
+
+_ELEMENT_CHOICES = {("augment", "ops"): AUGMENTATIONS}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is list:
+        return f"a list of {typing.get_args(tp)[0].__name__}"
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }[tp]
+
+
+def _check_value(key: str, tp: Any, value: Any, meta: dict) -> Any:
+    if "check" in meta:
+        return meta["check"](key, value)
+    if typing.get_origin(tp) is list:
+        (elem,) = typing.get_args(tp)
+        if not isinstance(value, list) or not all(isinstance(v, elem) for v in value):
+            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return list(value)
+    ok = isinstance(value, tp) and not (tp is not bool and isinstance(value, bool))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if "range" in meta:
+        lo, hi, open_ = meta["range"]
+        below = lo is not None and (value <= lo if open_ else value < lo)
+        above = hi is not None and (value >= hi if open_ else value > hi)
+        if below or above or (isinstance(value, float) and not math.isfinite(value)):
+            bounds = " and ".join(
+                f"{op} {bound}"
+                for op, bound in (
+                    (">" if open_ else ">=", lo),
+                    ("<" if open_ else "<=", hi),
+                )
+                if bound is not None
+            )
+            raise ParamsError(f"{key}: {value!r} is out of range, allowed {bounds}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{prefix or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ParamsError(f"{where}{unknown[0]}: unknown key, allowed keys: {', '.join(fields)}")
+    missing = [name for name in fields if name not in raw]
+    if missing:
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ParamsError(f"{key}: missing; params.yaml is the only source of settings")
+    values = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value, key)
+            continue
+        values[name] = _check_value(key, tp, value, fields[name].metadata)
+        allowed = _ELEMENT_CHOICES.get(tuple(key.split(".")))
+        for item in values[name] if allowed else ():
+            if item not in allowed:
+                raise ParamsError(f"{key}: {item!r} is not one of {', '.join(allowed)}")
+    return cls(**values)
+
+
+def _check_cross_fields(p: Params) -> None:
+    total = p.split.train + p.split.val + p.split.test
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ParamsError(
+            f"split: train + val + test must sum to 1, got {p.split.train} + {p.split.val}"
+            f" + {p.split.test} = {total:g}"
+        )
+    states = p.data.states
+    if not states or len(set(states)) != len(states):
+        raise ParamsError(f"data.states: expected distinct state names, got {states!r}")
+    if p.base.task == "detection":
+        _check_detection_training(p)
+    if p.detection.max_size < p.detection.min_size:
+        raise ParamsError(
+            f"detection.max_size: {p.detection.max_size} is below detection.min_size "
+            f"{p.detection.min_size}"
+        )
+
+
+def _check_detection_training(p: Params) -> None:
+    """The shared train/augment keys a detector cannot honour stop the run instead of being
+    ignored: boxes must move with the pixels, and the detector freezes by trainable_layers."""
+    moving = [op for op in p.augment.ops if op not in DETECTION_AUGMENTATIONS]
+    if moving:
+        raise ParamsError(
+            f"augment.ops: {moving[0]!r} does not move the boxes; base.task detection takes "
+            f"{', '.join(DETECTION_AUGMENTATIONS)}"
+        )
+    if p.train.freeze_backbone_epochs:
+        raise ParamsError(
+            "train.freeze_backbone_epochs: base.task detection freezes its backbone by "
+            "train.trainable_layers only; use 0"
+        )
+
+
+def params_from_dict(raw: dict) -> Params:
+    """Validate a parsed params mapping; raises ParamsError naming the first bad key."""
+    params = _build(Params, raw or {}, "")
+    _check_cross_fields(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (one line naming the key on any error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} is not valid YAML") from exc
+    return params_from_dict(raw)
+
+
+def as_dict(obj: Any) -> Any:
+    """Plain-dict view of a params section (for logs and saved metadata)."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, types.SimpleNamespace):
+        return vars(obj)
+    return obj

@@ -1,0 +1,38 @@
+"""Per-epoch values to dvclive: names and the logging callback, shared by every task's training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def live_name(key: str) -> str:
+    """dvclive name of a per-epoch value: train_loss -> train/loss, val_rmse -> val/rmse,
+    val_loss_state -> val/loss_state, frozen_layers -> train/frozen_layers, lr -> lr."""
+    prefix, _, rest = key.partition("_")
+    if prefix in ("train", "val") and rest:
+        return f"{prefix}/{rest}"
+    return key if key == "lr" else f"train/{key}"
+
+
+def epoch_logger(live: Any) -> Callable[[int, dict[str, float]], None]:
+    """The training loops' per-epoch callback: every value to dvclive under :func:`live_name`,
+    then the next step. ``live`` None (a DDP process other than rank 0) logs nothing."""
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if live is None:
+            return
+        for key, value in metrics.items():
+            live.log_metric(live_name(key), value)
+        live.next_step()
+
+    return log_epoch
+
+
+def headline_summary(live: Any, result: Any, monitor: str) -> None:
+    """Leave in dvclive's metrics file (the train stage's DVC metric) only what a person
+    compares between runs: the best epoch (1-based), its monitored value and the epochs run.
+    Every per-epoch value stays in the plots, the rest in the checkpoint's metadata."""
+    live.summary.clear()
+    live.summary["best"] = {"epoch": result.best_epoch + 1, monitor: result.best_value}
+    live.summary["epochs_run"] = len(result.history)

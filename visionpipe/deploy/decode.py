@@ -1,0 +1,72 @@
+"""A model's raw outputs -> plain prediction records, as the exported model.json describes them.
+
+One decoder per kind of model the export stage writes (``task`` in model.json), so a consumer
+needs only the files and this module, not the task's training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from visionpipe.core.errors import UserError
+
+
+def classification(outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The most probable class and its softmax probability, per image."""
+    labels = meta["labels"]
+    conf, idx = torch.softmax(outputs.float(), 1).max(1)
+    return [
+        {"class": labels[i], "confidence": round(float(c), 6)}
+        for i, c in zip(idx.tolist(), conf.tolist(), strict=True)
+    ]
+
+
+def target_transform(meta: dict[str, Any]) -> dict[str, Any]:
+    """The regression target transform from a checkpoint's meta or an export's model.json."""
+    found = meta.get("target_transform") or meta.get("output", {}).get("target_transform")
+    if not found or any(k not in found for k in ("log1p", "mean", "std")):
+        raise UserError("a regression model without a target_transform in its metadata")
+    return found
+
+
+def regression(outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The value in the target's own units: the inverse of the transform fitted on train."""
+    t = target_transform(meta)
+    values = outputs.double().reshape(-1) * float(t["std"]) + float(t["mean"])
+    if t["log1p"]:
+        values = torch.expm1(values)
+    target = meta["labels"][0]
+    return [{"value": round(float(v), 6), "target": target} for v in values]
+
+
+def detection(outputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """One frame: the parts and states kept (score >= the export's score threshold), and as
+    its confidence the lowest box or state probability among them (1 when nothing is found)."""
+    labels, states = meta["labels"], meta["states"]
+    scores = torch.as_tensor(outputs["scores"])
+    keep = scores >= float(meta.get("score_threshold", 0.5))
+    kept_labels = torch.as_tensor(outputs["labels"])[keep].tolist()
+    kept_states = torch.as_tensor(outputs["states"])[keep].tolist()
+    state_scores = torch.as_tensor(outputs["state_scores"])[keep]
+    counts: dict[str, int] = {}
+    for label, state in zip(kept_labels, kept_states, strict=True):
+        key = f"{labels[int(label) - 1]}/{states[int(state)]}"
+        counts[key] = counts.get(key, 0) + 1
+    lowest = torch.minimum(scores[keep], state_scores).min() if len(kept_labels) else None
+    return [
+        {
+            "class": " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "none",
+            "confidence": float(lowest) if lowest is not None else 1.0,
+            "detections": len(kept_labels),
+        }
+    ]
+
+
+DECODERS: dict[str, Callable[[Any, dict[str, Any]], list[dict[str, Any]]]] = {
+    "classification": classification,
+    "regression": regression,
+    "detection": detection,
+}

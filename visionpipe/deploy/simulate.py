@@ -1,0 +1,198 @@
+"""simulate: a conveyor-belt loop that runs the model on frames from a folder at a fixed interval.
+
+    python -m visionpipe.simulate models/export/model.onnx frames/ --interval-ms 250 \
+        --threshold 0.55 --csv results/simulate/log.csv --summary results/simulate/summary.json
+
+FRAMES may also be a video file (read with OpenCV) or a manifest CSV with a ``path`` column
+(e.g. data/splits/test.csv, with --root the data folder). Each frame is printed and appended
+to the CSV as it is processed (frame, time, class, confidence or value, low_confidence, latency,
+whether it missed its interval, error; the detection stage puts the parts/states found in class,
+their count in detections and their lowest probability in confidence). Unreadable frames are
+skipped and counted. The summary gives frames, throughput, median and p95 latency and the frames
+that missed their interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionpipe.core.errors import UserError
+from visionpipe.core.io import write_json
+from visionpipe.core.runtime import set_threads
+from visionpipe.core.runtimes import SIDECAR
+from visionpipe.core.stage import setup_logging
+from visionpipe.deploy.predictor import (
+    Frame,
+    Predictor,
+    cli_parser,
+    load_predictor,
+    open_frames,
+    predict_frame,
+    read_sidecar,
+)
+
+log = logging.getLogger("visionpipe.deploy.simulate")
+COLUMNS = [
+    "frame",
+    "path",
+    "time_s",
+    "class",
+    "confidence",
+    "value",
+    "detections",
+    "low_confidence",
+    "latency_ms",
+    "missed_interval",
+    "error",
+]
+
+
+def simulate(
+    predictor: Predictor,
+    frames: Iterable[Frame],
+    interval_ms: float,
+    threshold: float,
+    csv_path: Path,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Process one frame per interval; a frame whose work overruns the interval is a miss."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+    latencies, missed, bad, low = [], 0, 0, 0
+    start = clock()
+    finished = start  # end of the last frame's work: the wait for a frame that never came
+    # (the source is lazy, so its end shows only when the next frame is due) is not counted
+    with csv_path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        source, count = iter(frames), 0
+        while True:
+            i = count
+            due = start + i * interval_ms / 1000
+            now = clock()
+            if now < due:
+                sleep(due - now)
+            began = clock()
+            frame = next(source, None)  # decoding is part of the frame's work
+            if frame is None:
+                break
+            count += 1
+            record = predict_frame(predictor, frame, threshold)
+            took_ms = (clock() - began) * 1000
+            row = {
+                **record,
+                "frame": i,
+                "time_s": round(began - start, 4),
+                "latency_ms": round(took_ms, 3),  # decode + model: the frame's whole work
+                "missed_interval": took_ms > interval_ms,
+            }
+            if "error" in record:
+                bad += 1
+                log.warning("frame %d skipped: %s", i, record["error"])
+            else:
+                latencies.append(took_ms)
+                low += bool(record.get("low_confidence"))
+                missed += row["missed_interval"]
+                flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
+                said = (
+                    f"{record['target']} {record['value']:.4g}"
+                    if "value" in record
+                    else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
+                )
+                print(
+                    f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}",
+                    flush=True,
+                )
+            writer.writerow(row)
+            handle.flush()
+            finished = clock()
+    duration = finished - start
+    return {
+        "frames": count,
+        "predicted": len(latencies),
+        "bad_frames": bad,
+        "low_confidence": low,
+        "interval_ms": interval_ms,
+        "duration_s": round(duration, 3),
+        "throughput_fps": round(len(latencies) / duration, 3) if duration > 0 else None,
+        "latency_ms": {
+            "median": round(statistics.median(latencies), 3) if latencies else None,
+            "p95": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
+        },
+        "missed_interval": missed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli_parser("python -m visionpipe.simulate", __doc__)
+    parser.add_argument("frames", help="a folder of images (name order), a manifest CSV or a video")
+    parser.add_argument("--root", default=".", help="folder a manifest's paths are relative to")
+    parser.add_argument("--interval-ms", type=float, default=250.0)
+    parser.add_argument("--threshold", type=float, default=0.55)
+    parser.add_argument("--max-frames", type=int, default=0, help="0: all frames")
+    parser.add_argument("--csv", default="results/simulate/log.csv")
+    parser.add_argument("--summary", default="results/simulate/summary.json")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        if args.interval_ms <= 0:
+            raise UserError(f"--interval-ms: {args.interval_ms} must be > 0")
+        predictor = load_predictor(args.model, args.threads)
+        frames = open_frames(args.frames, predictor, root=args.root)
+        frames = itertools.islice(frames, args.max_frames or None)
+        summary = simulate(predictor, frames, args.interval_ms, args.threshold, Path(args.csv))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_json(args.summary, summary)
+    log.info("summary: %s", summary)
+    return 0
+
+
+#: what the simulate stage's summary.json (a DVC metric) keeps of the summary
+HEADLINE = (
+    "frames",
+    "bad_frames",
+    "low_confidence",
+    "throughput_fps",
+    "latency_ms",
+    "missed_interval",
+)
+
+
+def stage(params: Any, args: argparse.Namespace) -> None:
+    """The simulate stage: the conveyor loop over the test frames with the exported model (the
+    TorchScript file when ONNX could not be exported, as results/export/details.json says)."""
+    cfg = params.simulate
+    threads = set_threads(params.train.num_threads)
+    model = Path(args.model)
+    if not model.is_file() and model.parent.joinpath(SIDECAR).is_file():
+        files = read_sidecar(model).get("files", {})
+        if "torchscript" in files:
+            log.warning("%s: not exported; the conveyor runs %s", model, files["torchscript"])
+            model = model.parent / files["torchscript"]
+    predictor = load_predictor(model, threads, expect_task=params.base.task)
+    frames = open_frames(args.frames, predictor, root=params.data.path)
+    frames = itertools.islice(frames, cfg.max_frames or None)
+    csv_path = Path(args.csv)
+    csv_path.unlink(missing_ok=True)  # the stage's log is this run's frames only
+    summary = simulate(predictor, frames, cfg.interval_ms, cfg.threshold, csv_path)
+    write_json(args.summary, {k: summary[k] for k in HEADLINE})
+    log.info("summary: %s", summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

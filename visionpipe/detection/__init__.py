@@ -1,1 +1,0 @@
-"""Object detection with a per-box state: data, model, evaluation, drawing and EDA."""

@@ -1,0 +1,487 @@
+"""Detection annotations (COCO JSON, or a simple per-image JSON) as a cleaned COCO dict.
+
+Two input formats inside the data root, told apart by the top-level JSON type:
+
+* COCO JSON (a dict with ``images``, ``annotations``, ``categories``; segmentation and other
+  keys are ignored). The state of a box is ``ann["attributes"][state_key]`` (CVAT's COCO export)
+  or else a top-level ``ann[state_key]``.
+* simple JSON: a list of ``{"image": "rel/path.png", "parts": [{"name": "mono",
+  "bbox": [x, y, w, h], <state_key>: "intact"}, ...]}``, converted by :func:`simple_to_coco`.
+
+Structural mistakes and unknown states stop the run with one line naming the file and the
+annotation id (a typo must never silently drop data). Fixable geometry is repaired and counted:
+boxes are clipped to the image, empty or off-image boxes dropped, images missing on disk or not
+decodable dropped with their boxes, and every image's real size replaces the JSON one. The
+report counts each case and lists the first ``MAX_LISTED`` dropped items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import posixpath
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from visionpipe.core.coco import COCO_KEYS, read_coco
+from visionpipe.core.errors import DataError, UserError
+from visionpipe.core.sources.folder import check_image
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 200  # dropped items listed by name in the report; the counts are always complete
+MANIFEST_COLUMNS = ["path", "image_id", "width", "height", "boxes", "parts", "states"]
+
+
+@dataclass
+class CocoScan:
+    """The cleaned COCO dict, one manifest row per kept image, and the data report."""
+
+    coco: dict
+    manifest: pd.DataFrame
+    report: dict
+
+
+# --- small validators: each raises UserError naming what is wrong ---------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_field(item: dict, key: str, what: str) -> int:
+    value = item.get(key)
+    if not _is_int(value):
+        raise UserError(f"{what}: {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _relative(file_name: Any, what: str) -> str:
+    """``file_name`` as a normalized posix path that stays inside the data root (lexically)."""
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise UserError(f"{what}: file name must be a non-empty string, got {file_name!r}")
+    text = file_name.strip().replace("\\", "/")
+    if text.startswith("/") or PureWindowsPath(file_name).is_absolute():
+        raise UserError(
+            f"{what}: path '{file_name}' is absolute; write it relative to the data root"
+        )
+    norm = posixpath.normpath(text)
+    if norm in (".", "..") or norm.startswith("../"):
+        raise UserError(f"{what}: path '{file_name}' escapes the data root")
+    return norm
+
+
+def _bbox(value: Any, what: str) -> list[float]:
+    if not isinstance(value, list | tuple) or len(value) != 4 or not all(map(_is_number, value)):
+        raise UserError(f"{what}: bbox must be 4 finite numbers [x, y, w, h], got {value!r}")
+    return [float(v) for v in value]
+
+
+def _state_of(ann: dict, state_key: str) -> Any:
+    attributes = ann.get("attributes")
+    if isinstance(attributes, dict) and state_key in attributes:
+        return attributes[state_key]
+    return ann.get(state_key)
+
+
+# --- format conversion ------------------------------------------------------------------------
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file header (0, 0 when unreadable: the scan drops it)."""
+    try:
+        with Image.open(path) as img:
+            return img.width, img.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0, 0
+
+
+def simple_to_coco(records: Any, root: str | Path, state_key: str) -> dict:
+    """Convert the simple per-image JSON to a (raw, not yet validated) COCO dict.
+
+    Image ids 1.. in record order, annotation ids 1.. in order, categories the sorted unique
+    part names with ids 1..; width and height are read from the image headers (0 when the file
+    cannot be read, which the scan then reports as missing or undecodable). Records that are not
+    objects, nameless parts and absolute or escaping image paths raise UserError naming the
+    record; everything else is checked by the scan like any COCO file.
+    """
+    if not isinstance(records, list):
+        raise UserError(f"simple format: expected a list of records, got {type(records).__name__}")
+    root = Path(root)
+    parsed: list[tuple[Any, list[dict]]] = []
+    for i, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or "image" not in record:
+            raise UserError(f"record {i}: expected an object with 'image' and 'parts'")
+        parts = record.get("parts", [])
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise UserError(f"record {i} ({record['image']!r}): 'parts' must be a list of objects")
+        for j, part in enumerate(parts, start=1):
+            if not isinstance(part.get("name"), str) or not part["name"].strip():
+                raise UserError(
+                    f"record {i} ({record['image']!r}) part {j}: 'name' must be a non-empty "
+                    f"string, got {part.get('name')!r}"
+                )
+        parsed.append((record["image"], parts))
+
+    names = sorted({p["name"].strip() for _, parts in parsed for p in parts})
+    category_ids = {name: i for i, name in enumerate(names, start=1)}
+    images, annotations = [], []
+    for image_id, (file_name, parts) in enumerate(parsed, start=1):
+        width, height = _image_size(root / _relative(file_name, f"record {image_id}"))
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for part in parts:
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_ids[part["name"].strip()],
+                "bbox": part.get("bbox"),
+                "attributes": {state_key: part[state_key]} if state_key in part else {},
+            }
+            annotations.append(ann)
+    categories = [{"id": i, "name": name} for name, i in category_ids.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def coco_to_simple(coco: dict, state_key: str = "state") -> list[dict]:
+    """The inverse of :func:`simple_to_coco`: one record per image, in image id order."""
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_image: dict[int, list[dict]] = {img["id"]: [] for img in coco["images"]}
+    for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
+        part = {"name": names[ann["category_id"]], "bbox": list(ann["bbox"])}
+        state = _state_of(ann, state_key)
+        if state is not None:
+            part[state_key] = state
+        by_image[ann["image_id"]].append(part)
+    return [
+        {"image": img["file_name"], "parts": by_image[img["id"]]}
+        for img in sorted(coco["images"], key=lambda i: i["id"])
+    ]
+
+
+# --- reading and writing ------------------------------------------------------------------------
+
+
+# --- the scan -----------------------------------------------------------------------------------
+
+
+class _Report:
+    """Counters of the data report and the capped list of what was dropped, and why."""
+
+    def __init__(self) -> None:
+        self.images: Counter[str] = Counter()
+        self.annotations: Counter[str] = Counter()
+        self.dropped: list[dict] = []
+        self.unlisted = 0
+
+    def drop(self, kind: str, item_id: int, reason: str, file: str | None = None) -> None:
+        if len(self.dropped) >= MAX_LISTED:
+            self.unlisted += 1
+            return
+        entry: dict[str, Any] = {kind: item_id}
+        if file is not None:
+            entry["file"] = file
+        entry["reason"] = reason
+        self.dropped.append(entry)
+
+
+def _clean_categories(raw: Any) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise UserError("'categories' must be a non-empty list")
+    categories, seen_names = {}, {}
+    for item in raw:
+        if not isinstance(item, dict):
+            raise UserError(f"categories: expected objects, got {item!r}")
+        cid = _int_field(item, "id", f"category {item.get('id')!r}")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"category {cid}: 'name' must be a non-empty string, got {name!r}")
+        if cid in categories:
+            raise UserError(f"category {cid}: duplicate category id")
+        if name.strip() in seen_names:
+            raise UserError(
+                f"category {cid}: name {name.strip()!r} is also category {seen_names[name.strip()]}"
+            )
+        categories[cid] = name.strip()
+        seen_names[name.strip()] = cid
+    return [{"id": cid, "name": categories[cid]} for cid in sorted(categories)]
+
+
+def _clean_images(raw: Any) -> dict[int, dict]:
+    if not isinstance(raw, list):
+        raise UserError("'images' must be a list")
+    images: dict[int, dict] = {}
+    files: dict[str, int] = {}
+    for item in raw:
+        if not isinstance(item, dict):
+            raise UserError(f"images: expected objects, got {item!r}")
+        iid = _int_field(item, "id", f"image {item.get('id')!r}")
+        what = f"image {iid}"
+        if iid in images:
+            raise UserError(f"{what}: duplicate image id")
+        rel = _relative(item.get("file_name"), what)
+        if rel in files:
+            raise UserError(f"{what}: file '{rel}' is also image {files[rel]}")
+        for key in ("width", "height"):
+            if key in item and not _is_number(item[key]):
+                raise UserError(f"{what}: {key!r} must be a number, got {item[key]!r}")
+        files[rel] = iid
+        images[iid] = {
+            "id": iid,
+            "file_name": rel,
+            "width": item.get("width"),
+            "height": item.get("height"),
+        }
+    return images
+
+
+def _parse_annotations(
+    raw: Any, images: dict[int, dict], state_key: str, states: Sequence[str]
+) -> list[dict]:
+    """Type-check every annotation and its state before anything is dropped."""
+    if not isinstance(raw, list):
+        raise UserError("'annotations' must be a list")
+    parsed, seen = [], set()
+    for item in raw:
+        if not isinstance(item, dict):
+            raise UserError(f"annotations: expected objects, got {item!r}")
+        aid = _int_field(item, "id", f"annotation {item.get('id')!r}")
+        image_id = item.get("image_id")
+        image = images.get(image_id) if _is_int(image_id) else None
+        what = f"annotation {aid}" + (f" (image {image['file_name']})" if image else "")
+        if aid in seen:
+            raise UserError(f"{what}: duplicate annotation id")
+        seen.add(aid)
+        _int_field(item, "image_id", what)
+        category_id = _int_field(item, "category_id", what)
+        bbox = _bbox(item.get("bbox"), what)
+        state = _state_of(item, state_key)
+        if state is None:
+            raise UserError(f"{what}: no {state_key!r} attribute; allowed states: {list(states)}")
+        if state not in states:
+            raise UserError(
+                f"{what}: {state_key} {state!r} is not one of the allowed states {list(states)}"
+            )
+        ann = {"id": aid, "image_id": image_id, "category_id": category_id, "bbox": bbox}
+        parsed.append({**ann, "state": state})
+    return sorted(parsed, key=lambda a: a["id"])
+
+
+def _check_files(root: Path, images: dict[int, dict], report: _Report, workers: int) -> None:
+    """Decode every image once; drop missing or broken ones and take the real size."""
+    ids = sorted(images)
+
+    def check(iid: int) -> tuple[int, int, str] | str | None:
+        path = root / images[iid]["file_name"]
+        return check_image(path) if path.is_file() else None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(check, ids)
+        for iid, result in tqdm(
+            zip(ids, results, strict=True), total=len(ids), desc="checking images", unit="img"
+        ):
+            image = images[iid]
+            if result is None or isinstance(result, str):
+                kind = "missing" if result is None else "undecodable"
+                report.images[kind] += 1
+                report.drop("image_id", iid, result or "file not found", image["file_name"])
+                del images[iid]
+                continue
+            width, height, _ = result
+            if (image["width"], image["height"]) != (width, height):
+                if image["width"] is not None or image["height"] is not None:
+                    report.images["size_mismatch"] += 1
+                    log.warning(
+                        "image %d (%s): JSON size %sx%s, file is %dx%d; using the file's",
+                        iid,
+                        image["file_name"],
+                        image["width"],
+                        image["height"],
+                        width,
+                        height,
+                    )
+                image["width"], image["height"] = width, height
+
+
+def _clip(bbox: list[float], width: int, height: int) -> tuple[list[float], bool] | None:
+    """The box clipped to the image (and whether it changed); None when under 1 px remains."""
+    x, y, w, h = bbox
+    if x >= 0 and y >= 0 and x + w <= width and y + h <= height:
+        return bbox, False  # untouched: no float round trip through corners
+    x1, y1 = max(x, 0.0), max(y, 0.0)
+    x2, y2 = min(x + w, float(width)), min(y + h, float(height))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return None
+    return [x1, y1, x2 - x1, y2 - y1], True
+
+
+def _clean_annotations(
+    parsed: list[dict],
+    images: dict[int, dict],
+    listed_images: set[int],
+    categories: set[int],
+    report: _Report,
+) -> list[dict]:
+    kept = []
+    for ann in parsed:
+        aid, image_id = ann["id"], ann["image_id"]
+        image = images.get(image_id)
+        file = image["file_name"] if image else None
+        if image_id not in listed_images:
+            reason, kind = f"unknown image_id {image_id}", "unknown_image"
+        elif image is None:
+            reason, kind = f"image {image_id} was dropped", "image_missing"
+        elif ann["category_id"] not in categories:
+            reason, kind = f"unknown category_id {ann['category_id']}", "unknown_category"
+        elif ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
+            reason, kind = f"non-positive width or height {ann['bbox']}", "non_positive_size"
+        elif (clip := _clip(ann["bbox"], image["width"], image["height"])) is None:
+            reason = f"bbox {ann['bbox']} lies outside the {image['width']}x{image['height']} image"
+            kind = "outside_image"
+        else:
+            bbox, changed = clip
+            report.annotations["clipped"] += int(changed)
+            kept.append(
+                {
+                    "id": aid,
+                    "image_id": image_id,
+                    "category_id": ann["category_id"],
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                    "attributes": {"state": ann["state"]},
+                }
+            )
+            continue
+        report.annotations[kind] += 1
+        report.drop("annotation_id", aid, reason, file)
+    return kept
+
+
+def _manifest(coco: dict) -> pd.DataFrame:
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_image: dict[int, list[dict]] = {img["id"]: [] for img in coco["images"]}
+    for ann in coco["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    rows = []
+    for img in coco["images"]:
+        anns = by_image[img["id"]]
+        parts = "|".join(sorted({names[a["category_id"]] for a in anns}))
+        states = "|".join(sorted({a["attributes"]["state"] for a in anns}))
+        rows.append(
+            (img["file_name"], img["id"], img["width"], img["height"], len(anns), parts, states)
+        )
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def _annotations_path(root: Path, annotations: str) -> Path:
+    if not root.is_dir():
+        raise DataError(f"{root}: data path does not exist or is not a directory")
+    text = str(annotations).replace("\\", "/")
+    norm = posixpath.normpath(text) if text else ""
+    absolute = text.startswith("/") or PureWindowsPath(str(annotations)).is_absolute()
+    if not norm or absolute or norm in (".", "..") or norm.startswith("../"):
+        raise UserError(
+            f"data.annotations '{annotations}': expected a JSON file inside the data root ({root})"
+        )
+    return root / norm
+
+
+def scan_coco(
+    root: str | Path,
+    annotations: str,
+    state_key: str,
+    states: Sequence[str],
+    workers: int = 4,
+) -> CocoScan:
+    """Read and clean the annotations file ``annotations`` (relative to ``root``).
+
+    Raises UserError (one line naming the file and the annotation or image id) for structural
+    errors and unknown states; repairs and counts everything else (see the module docstring).
+    """
+    root = Path(root)
+    path = _annotations_path(root, annotations)
+    if not state_key:
+        raise UserError("data.state_key: must not be empty")
+    if not states or len(set(states)) != len(states):
+        raise UserError(f"data.states: expected distinct state names, got {list(states)!r}")
+    raw = read_coco(path)
+    try:
+        if isinstance(raw, list):
+            fmt, raw = "simple", simple_to_coco(raw, root, state_key)
+        elif isinstance(raw, dict):
+            fmt = "coco"
+            if missing := [k for k in COCO_KEYS if k not in raw]:
+                raise UserError(f"not a COCO file: missing top-level key(s) {', '.join(missing)}")
+        else:
+            raise UserError(
+                f"expected a COCO object or a list of image records, got {type(raw).__name__}"
+            )
+        categories = _clean_categories(raw["categories"])
+        images = _clean_images(raw["images"])
+        parsed = _parse_annotations(raw["annotations"], images, state_key, states)
+    except UserError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+    report = _Report()
+    listed_images = set(images)
+    _check_files(root, images, report, workers)
+    kept = _clean_annotations(parsed, images, listed_images, {c["id"] for c in categories}, report)
+    if not images:
+        raise DataError(f"{path}: none of the {len(listed_images)} listed images is usable")
+    coco = {
+        "images": [images[i] for i in sorted(images)],
+        "annotations": kept,
+        "categories": categories,
+        "states": list(states),
+    }
+    manifest = _manifest(coco)
+    names = {c["id"]: c["name"] for c in categories}
+    part_counts = Counter(names[a["category_id"]] for a in kept)
+    state_counts = Counter(a["attributes"]["state"] for a in kept)
+    image_counts = {
+        "listed": len(listed_images),
+        "kept": len(images),
+        **{k: report.images[k] for k in ("missing", "undecodable", "size_mismatch")},
+        "without_boxes": int((manifest["boxes"] == 0).sum()),
+    }
+    ann_kinds = ("non_positive_size", "clipped", "outside_image", "unknown_image")
+    ann_counts = {
+        "listed": len(parsed),
+        "kept": len(kept),
+        **{k: report.annotations[k] for k in (*ann_kinds, "unknown_category", "image_missing")},
+    }
+    result = {
+        "format": fmt,
+        "annotations_file": posixpath.normpath(str(annotations).replace("\\", "/")),
+        "images": image_counts,
+        "annotations": ann_counts,
+        "parts": {c["name"]: part_counts[c["name"]] for c in categories},
+        "states": {s: state_counts[s] for s in states},
+        "dropped": report.dropped,
+        "dropped_not_listed": report.unlisted,
+    }
+    for kind, n in [*report.images.items(), *report.annotations.items()]:
+        if n:
+            log.warning("%s: %d %s", path.name, n, kind.replace("_", " "))
+    log.info(
+        "%s (%s): %d of %d images, %d of %d boxes kept",
+        path.name,
+        fmt,
+        len(images),
+        len(listed_images),
+        len(kept),
+        len(parsed),
+    )
+    return CocoScan(coco, manifest, result)
