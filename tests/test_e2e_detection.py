@@ -5,6 +5,9 @@ import json
 import pandas as pd
 import pytest
 
+# one worker builds the detection repo for both tests (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("detection")
+
 from tests.e2e import TINY, copy_built, dvc_json, numbers, run
 from visionpipe.core.checkpoint import read_checkpoint
 
@@ -73,3 +76,14 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     assert sim["frames"] == min(4, len(test_coco["images"])) and sim["bad_frames"] == 0
     log = pd.read_csv(repo / "results/simulate/log.csv")
     assert log["detections"].notna().all()
+
+
+def test_detection_trains_in_two_ddp_processes(detection_repo, tmp_path):
+    """train.nproc: 2 for detection too: each gloo process its share of every batch."""
+    overrides = {"train": {**TINY["train"], "batch_size": 4, "nproc": 2}}
+    repo = copy_built(detection_repo, tmp_path / "ddp", overrides)
+    out = run(repo, "dvc", "repro", "train")
+    assert "torch.distributed.run" in out.stdout + out.stderr
+    _, meta = read_checkpoint(repo / "models/model.pt")
+    assert meta["distributed"] == {"processes": 2, "backend": "gloo"}
+    assert meta["history"][0]["val_map"] >= 0.0

@@ -166,10 +166,13 @@ class TrainStep:
         self.scaler.scale(values["loss"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(v) for k, v in values.items()}
+        return {k: float(v.detach()) for k, v in values.items()}
 
 
 def is_better(value: float, best: float, mode: str) -> bool:
+    """``value`` improves on ``best`` (any number improves on a NaN best, a NaN on nothing)."""
+    if math.isnan(best):
+        return not math.isnan(value)
     return value > best if mode == "max" else value < best
 
 
@@ -364,3 +367,38 @@ def fit(
         for p in model.parameters():
             p.requires_grad_(True)
     return result
+
+
+def run_record(
+    result: FitResult,
+    monitor: str,
+    params: Any,
+    dist: Dist,
+    device: torch.device,
+    threads: int,
+) -> dict[str, Any]:
+    """What every task's checkpoint metadata records about the run that produced it."""
+    from visionpipe.core.distributed import backend
+
+    return {
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "monitor": {monitor: result.best_value},
+        "stopped_early": result.stopped_early,
+        "distributed": {"processes": dist.world, "backend": backend() if dist.active else None},
+        "device": str(device),
+        "threads": threads,
+        "train_params": dataclasses.asdict(params.train),
+        "augment_params": dataclasses.asdict(params.augment),
+    }
+
+
+def log_best(result: FitResult, params: Any, monitor: str, path: str) -> None:
+    log.info(
+        "best epoch %d of %d (%s=%.4f) saved to %s",
+        result.best_epoch + 1,
+        params.train.epochs,
+        monitor,
+        result.best_value,
+        path,
+    )

@@ -20,7 +20,7 @@ from visionpipe.core.batches import predict
 from visionpipe.core.cache import cached_images
 from visionpipe.core.checkpoint import save_checkpoint
 from visionpipe.core.distributed import Dist
-from visionpipe.core.engine import FitResult, TrainHooks, fit
+from visionpipe.core.engine import FitResult, TrainHooks, fit, log_best, run_record
 from visionpipe.core.freezing import frozen_layers
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.io import write_json
@@ -149,30 +149,12 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
         "num_parameters": num_parameters,
         "dataset_fingerprint": dataset,
         "dataset": {"train_images": len(train_m), "val_images": len(val_m)},
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "monitor": {monitor: result.best_value},
-        "stopped_early": result.stopped_early,
-        "distributed": {
-            "processes": dist.world,
-            "backend": distributed.backend() if dist.active else None,
-        },
-        "device": str(device),
-        "threads": threads,
-        "train_params": as_dict(params.train),
-        "augment_params": as_dict(params.augment),
+        **run_record(result, monitor, params, dist, device, threads),
     }
     save_checkpoint(args.model, built.model, meta)
     write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})
     distributed.finish(dist)
-    log.info(
-        "best epoch %d of %d (%s=%.4f) saved to %s",
-        result.best_epoch + 1,
-        params.train.epochs,
-        monitor,
-        result.best_value,
-        args.model,
-    )
+    log_best(result, params, monitor, args.model)
 
 
 def fit_images(

@@ -13,7 +13,7 @@ from dvclive import Live
 from visionpipe.core import distributed, resume
 from visionpipe.core.checkpoint import save_checkpoint
 from visionpipe.core.coco import part_names, read_split_coco
-from visionpipe.core.engine import fit
+from visionpipe.core.engine import fit, log_best, run_record
 from visionpipe.core.io import write_json
 from visionpipe.core.manifests import fingerprint
 from visionpipe.core.models import count_parameters
@@ -114,27 +114,10 @@ def train(params: Params, args: argparse.Namespace) -> None:
             "train_boxes": len(train_gt["annotations"]),
             "val_boxes": len(val_gt["annotations"]),
         },
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "monitor": {monitor: result.best_value},
-        "stopped_early": result.stopped_early,
-        "distributed": {
-            "processes": dist.world,
-            "backend": distributed.backend() if dist.active else None,
-        },
-        "device": str(device),
-        "threads": threads,
+        **run_record(result, monitor, params, dist, device, threads),
         "detection_params": as_dict(cfg),
-        "train_params": as_dict(t),
     }
     save_checkpoint(args.model, built.model, meta)
     write_json(args.class_index, {str(i + 1): part for i, part in enumerate(parts)})
     distributed.finish(dist)
-    log.info(
-        "best epoch %d of %d (%s=%.4f) saved to %s",
-        result.best_epoch + 1,
-        t.epochs,
-        monitor,
-        result.best_value,
-        args.model,
-    )
+    log_best(result, params, monitor, args.model)
