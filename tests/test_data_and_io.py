@@ -4,8 +4,9 @@ import torch
 from tests.conftest import write_image
 from visionpipe.core.batches import batches
 from visionpipe.core.errors import DataError
-from visionpipe.core.images import Normalizer, load_images
+from visionpipe.core.images import load_images
 from visionpipe.core.io import atomic_path, write_json
+from visionpipe.core.models import Normalizer
 
 
 def test_grayscale_decoded_to_rgb_at_size(tmp_path):

@@ -166,6 +166,7 @@ def test_simulate_reads_a_video(exported, tmp_path, capsys):
     frames = list(open_frames(video, load_predictor(exported / "model.onnx", 1)))
     assert len(frames) == 5 and frames[0].name == f"{video}#0"
     assert frames[0].image.shape == (1, 3, SIZE, SIZE) and frames[4].image.mean() > 150
+    assert frames[0].image.dtype == "float32"
     out = tmp_path / "sim"
     rc = simulate_main(
         [
@@ -255,7 +256,7 @@ def test_a_regression_model_predicts_values_in_target_units(tmp_path, images, ca
     with torch.no_grad():
         predictor = load_predictor(tmp_path / "model.onnx", 1)
         found = image_frames(list_images(images), predictor)
-        frames = [f.image[0] for f in found if f.error is None]
+        frames = [torch.from_numpy(f.image[0]) for f in found if f.error is None]
         raw = model(torch.stack(frames))
     assert values[0] == pytest.approx(task.values(raw).tolist(), abs=1e-4)
     assert values[1] == pytest.approx(values[0], abs=1e-3)
@@ -278,7 +279,7 @@ def test_predict_loads_no_training_evaluation_or_task_code(exported, images):
         cwd=REPO,
     )
     loaded = set(json.loads(proc.stdout.splitlines()[-1]))
-    banned = ("dvclive", "matplotlib", "pycocotools", "sklearn", "pandas", "timm", "dvc")
+    banned = ("torch", "dvclive", "matplotlib", "pycocotools", "sklearn", "pandas", "timm", "dvc")
     heavy = sorted(m for m in loaded if m.split(".")[0] in banned)
     assert not heavy, heavy[:10]
     ours = sorted(m for m in loaded if m.startswith("visionpipe."))

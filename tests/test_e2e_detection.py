@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-# one worker builds the detection repo for both tests (pytest-xdist --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("detection")
-
 from tests.e2e import TINY, copy_built, dvc_json, numbers, run
 from visionpipe.core.checkpoint import read_checkpoint
+
+# one worker builds the detection repo for both tests (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("detection")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,14 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     predictions = pd.read_csv(repo / "results/evaluate/predictions.csv", keep_default_na=False)
     assert len(rows) == len(predictions)
     assert "results/train/plots/metrics/val/loss_state.tsv" in shown["data"]
+
+    onnx = repo / "models/export/model.onnx"
+    if onnx.is_file():  # a detector through predict too
+        panel = repo / "data/raw" / test_coco["images"][0]["file_name"]
+        predicted = run(repo, "python", "-m", "visionpipe.predict", str(onnx), str(panel))
+        record = json.loads(predicted.stdout.splitlines()[-1])
+        assert record["detections"] >= 0 and 0 <= record["confidence"] <= 1
+        assert record["class"] == "none" or "/" in record["class"]
 
     sim = files["results/simulate/summary.json"]["data"]
     assert sim["frames"] == min(4, len(test_coco["images"])) and sim["bad_frames"] == 0

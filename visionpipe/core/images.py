@@ -8,16 +8,19 @@ augmented as whole batches (visionpipe.core.augment).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from visionpipe.core.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: predict on ONNX runs without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ def load_images(
     workers: int = 4,
 ) -> torch.Tensor:
     """All images of a split as a uint8 tensor (N, 3, size, size)."""
+    import torch
+
     root = Path(root)
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -54,32 +59,30 @@ def load_images(
     return out
 
 
-class Normalizer(torch.nn.Module):
-    """uint8 (or float 0..255) batch -> normalized float, as the exported models expect."""
-
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
-
-
 def fit_scale(width: int, height: int, min_size: int, max_size: int) -> float:
     """The factor torchvision's GeneralizedRCNNTransform resizes by, capped at 1."""
     scale = min(min_size / min(width, height), max_size / max(width, height))
     return min(scale, 1.0)
 
 
-def decode_scaled(path: Path, scale: float) -> torch.Tensor:
-    """RGB uint8 tensor (3 x H x W) of the image resized by ``scale``."""
+def decode_scaled_array(source: Any, scale: float | Callable[[int, int], float]) -> np.ndarray:
+    """RGB uint8 array (3 x H x W) of the image (a path or encoded bytes) resized by ``scale``,
+    or by ``scale(width, height)`` when it depends on the image's size."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img = img.convert("RGB")
+            if callable(scale):
+                scale = scale(img.width, img.height)
             if scale < 1.0:
                 size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
                 img = img.resize(size, Image.Resampling.BILINEAR)
-            return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from exc
+        raise DataError(f"{source}: cannot decode image ({exc})") from exc
+
+
+def decode_scaled(path: Path, scale: float) -> torch.Tensor:
+    """RGB uint8 tensor (3 x H x W) of the image resized by ``scale``."""
+    import torch
+
+    return torch.from_numpy(decode_scaled_array(path, scale))

@@ -9,7 +9,7 @@ timm's). torchvision architectures use torchvision's weights when they can be lo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +17,22 @@ import torch
 from torch import nn
 
 from visionpipe.core.errors import UserError
-from visionpipe.core.images import IMAGENET_MEAN, IMAGENET_STD, Normalizer
+from visionpipe.core.images import IMAGENET_MEAN, IMAGENET_STD
 from visionpipe.core.params import TORCHVISION_ARCHITECTURES as TORCHVISION_ARCHS
 
 log = logging.getLogger(__name__)
+
+
+class Normalizer(nn.Module):
+    """uint8 (or float 0..255) batch -> normalized float, as the exported models expect."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
 
 
 class ImageModel(nn.Module):

@@ -9,18 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
+import numpy as np
 
 from visionpipe.core.errors import UserError
+from visionpipe.core.runtimes import as_array
 
 
-def classification(outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """The most probable class and its softmax probability, per image."""
+def classification(outputs: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The most probable class and its softmax probability, per image (outputs: logits)."""
     labels = meta["labels"]
-    conf, idx = torch.softmax(outputs.float(), 1).max(1)
+    logits = as_array(outputs).astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
     return [
-        {"class": labels[i], "confidence": round(float(c), 6)}
-        for i, c in zip(idx.tolist(), conf.tolist(), strict=True)
+        {"class": labels[int(i)], "confidence": round(float(p[i]), 6)}
+        for p, i in zip(probs, probs.argmax(1), strict=True)
     ]
 
 
@@ -32,12 +35,12 @@ def target_transform(meta: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def regression(outputs: torch.Tensor, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def regression(outputs: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The value in the target's own units: the inverse of the transform fitted on train."""
     t = target_transform(meta)
-    values = outputs.double().reshape(-1) * float(t["std"]) + float(t["mean"])
+    values = as_array(outputs).astype(np.float64).reshape(-1) * float(t["std"]) + float(t["mean"])
     if t["log1p"]:
-        values = torch.expm1(values)
+        values = np.expm1(values)
     target = meta["labels"][0]
     return [{"value": round(float(v), 6), "target": target} for v in values]
 
@@ -46,16 +49,16 @@ def detection(outputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, A
     """One frame: the parts and states kept (score >= the export's score threshold), and as
     its confidence the lowest box or state probability among them (1 when nothing is found)."""
     labels, states = meta["labels"], meta["states"]
-    scores = torch.as_tensor(outputs["scores"])
+    scores = as_array(outputs["scores"]).astype(np.float64)
     keep = scores >= float(meta.get("score_threshold", 0.5))
-    kept_labels = torch.as_tensor(outputs["labels"])[keep].tolist()
-    kept_states = torch.as_tensor(outputs["states"])[keep].tolist()
-    state_scores = torch.as_tensor(outputs["state_scores"])[keep]
+    kept_labels = as_array(outputs["labels"])[keep].tolist()
+    kept_states = as_array(outputs["states"])[keep].tolist()
+    state_scores = as_array(outputs["state_scores"]).astype(np.float64)[keep]
     counts: dict[str, int] = {}
     for label, state in zip(kept_labels, kept_states, strict=True):
         key = f"{labels[int(label) - 1]}/{states[int(state)]}"
         counts[key] = counts.get(key, 0) + 1
-    lowest = torch.minimum(scores[keep], state_scores).min() if len(kept_labels) else None
+    lowest = np.minimum(scores[keep], state_scores).min() if len(kept_labels) else None
     return [
         {
             "class": " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "none",

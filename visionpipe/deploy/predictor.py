@@ -19,35 +19,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
 
+from visionpipe.core import runtimes
 from visionpipe.core.errors import DataError, UserError
-from visionpipe.core.images import IMAGE_EXTENSIONS, decode_image, fit_scale
-from visionpipe.core.runtimes import (
-    SIDECAR,
-    load_torchscript,
-    onnx_input_size,
-    onnx_session,
-    run_onnx,
-    run_onnx_detector,
-    run_torchscript,
-    run_torchscript_detector,
-)
+from visionpipe.core.images import IMAGE_EXTENSIONS, decode_image, decode_scaled_array, fit_scale
+from visionpipe.core.runtimes import SIDECAR, onnx_input_size, onnx_session
 from visionpipe.deploy.decode import DECODERS
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
+#: a loaded model as a function of one float32 image batch (a NumPy array)
+Run = Callable[[np.ndarray], Any]
+
+
+def _torch_runner(run: Callable[[Any], Any]) -> Run:
+    """A TorchScript or PyTorch model behind the same array interface (torch loads only here)."""
+    import torch
+
+    return lambda x: run(torch.from_numpy(np.ascontiguousarray(x)))
+
+
 #: what loads each format of each kind of model: (path, threads) -> run(image batch)
-Loader = Callable[[Path, int], Callable[[torch.Tensor], Any]]
+Loader = Callable[[Path, int], Run]
 IMAGE_LOADERS: dict[str, Loader] = {
-    ".ts": lambda path, _: functools.partial(run_torchscript, load_torchscript(path)),
-    ".onnx": lambda path, threads: functools.partial(run_onnx, onnx_session(path, threads)),
+    ".ts": lambda path, _: _torch_runner(
+        functools.partial(runtimes.run_torchscript, runtimes.load_torchscript(path))
+    ),
+    ".onnx": lambda path, threads: functools.partial(
+        runtimes.run_onnx_array, onnx_session(path, threads)
+    ),
 }
 DETECTOR_LOADERS: dict[str, Loader] = {
-    ".ts": lambda path, _: functools.partial(run_torchscript_detector, load_torchscript(path)),
+    ".ts": lambda path, _: _torch_runner(
+        functools.partial(runtimes.run_torchscript_detector, runtimes.load_torchscript(path))
+    ),
     ".onnx": lambda path, threads: functools.partial(
-        run_onnx_detector, onnx_session(path, threads)
+        runtimes.run_onnx_detector_array, onnx_session(path, threads)
     ),
 }
 
@@ -69,7 +76,7 @@ class Predictor:
 
     path: Path
     meta: dict[str, Any]
-    run: Callable[[torch.Tensor], Any]
+    run: Run
 
     @property
     def task(self) -> str:
@@ -82,32 +89,24 @@ class Predictor:
     def decode(self, outputs: Any) -> list[dict[str, Any]]:
         return DECODERS[self.task](outputs, self.meta)
 
-    def prepare(self, source: Path | io.BytesIO) -> torch.Tensor:
-        """A file (or encoded bytes) as the model's input: square resize for a per-image
-        model, aspect-kept resize into the exported size and zero padding for a detector."""
+    def prepare(self, source: Path | io.BytesIO) -> np.ndarray:
+        """A file (or encoded bytes) as the model's input, ``1 x 3 x H x W`` float32 RGB
+        0..255: square resize for a per-image model; for a detector the aspect-kept resize
+        into the exported size, zero-padded on the right and bottom."""
         if not self.detector:
             size = int(self.meta["image_size"])
-            return torch.from_numpy(decode_image(source, size))[None].float()
+            return decode_image(source, size)[None].astype(np.float32)
         height, width = self.meta["image_size"]
-        return letterbox(source, height, width)[None].float()
+        return letterbox(source, height, width)[None].astype(np.float32)
 
 
-def letterbox(source: Path | io.BytesIO, height: int, width: int) -> torch.Tensor:
+def letterbox(source: Path | io.BytesIO, height: int, width: int) -> np.ndarray:
     """RGB uint8 ``3 x height x width``: the image scaled (aspect kept) to fit, padded with 0
     on the right and bottom, as the detector was exported for."""
-    try:
-        with Image.open(source) as img:
-            img = img.convert("RGB")
-            scale = fit_scale(img.width, img.height, height, width)
-            if scale < 1.0 or img.size != (width, height):
-                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-                img = img.resize(size, Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{source}: cannot decode image ({exc})") from exc
-    out = torch.zeros((3, height, width), dtype=torch.uint8)
-    h, w = min(height, arr.shape[1]), min(width, arr.shape[2])
-    out[:, :h, :w] = torch.from_numpy(arr[:, :h, :w].copy())
+    image = decode_scaled_array(source, lambda w, h: fit_scale(w, h, height, width))
+    out = np.zeros((3, height, width), dtype=np.uint8)
+    h, w = min(height, image.shape[1]), min(width, image.shape[2])
+    out[:, :h, :w] = image[:, :h, :w]
     return out
 
 
@@ -118,11 +117,13 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return json.loads(side.read_text())
 
 
-def _checkpoint(path: Path) -> tuple[Callable[[torch.Tensor], Any], dict[str, Any]]:
+def _checkpoint(path: Path) -> tuple[Run, dict[str, Any]]:
+    import torch
+
     from visionpipe.core.checkpoint import load_checkpoint  # builds the network: timm, torchvision
 
     model, meta = load_checkpoint(path)
-    return torch.no_grad()(model), meta
+    return _torch_runner(torch.no_grad()(model)), meta
 
 
 def load_predictor(path: str | Path, threads: int, expect_task: str | None = None) -> Predictor:
@@ -152,12 +153,9 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
                 f"{path}: the model takes {fixed}x{fixed} images but {SIDECAR} says "
                 f"{meta['image_size']}; export them together"
             )
-    if predictor.detector:
-        height, width = meta["image_size"]
-        run(torch.zeros(1, 3, height, width))  # warm-up: allocation and setup
-    else:
-        size = int(meta["image_size"])
-        run(torch.zeros(1, 3, size, size))
+    size = meta["image_size"]
+    height, width = size if predictor.detector else (int(size), int(size))
+    run(np.zeros((1, 3, height, width), dtype=np.float32))  # warm-up: allocation and setup
     return predictor
 
 
@@ -189,7 +187,7 @@ class Frame:
     """One input to predict on: a prepared image, or why it could not be decoded."""
 
     name: str
-    image: torch.Tensor | None  # (1, 3, H, W) float, RGB 0..255
+    image: np.ndarray | None  # (1, 3, H, W) float32, RGB 0..255
     error: str | None = None
 
 
