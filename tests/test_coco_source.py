@@ -322,6 +322,7 @@ def test_dropped_list_is_capped(root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("visionpipe.tasks.detection.data.coco_source.MAX_LISTED", 3)
     coco = base_coco()
     coco["annotations"] = [ann(i, 1, [5, 5, 0, 5]) for i in range(1, 8)]
+    coco["annotations"].append(ann(8, 2, [5, 5, 10, 10]))  # one usable box: prepare goes on
     report = scan(root, coco).report
     assert report["annotations"]["non_positive_size"] == 7
     assert len(report["dropped"]) == 3 and report["dropped_not_listed"] == 4

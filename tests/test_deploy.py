@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, make_class_folders
+from tests.conftest import LABELS, REPO, SIZE, make_class_folders
 from visionpipe.core import onnx as export
 from visionpipe.core.checkpoint import save_checkpoint
 from visionpipe.core.errors import UserError
@@ -21,30 +21,6 @@ from visionpipe.deploy.predict import main as predict_main
 from visionpipe.deploy.predictor import image_frames, list_images, load_predictor, open_frames
 from visionpipe.deploy.simulate import simulate
 from visionpipe.tasks import get_task
-
-LABELS = ["a", "b", "c"]
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    model = build_model("mobilenet_v3_small", 3, pretrained=False).model.eval()
-    meta = {
-        "task": "classification",
-        "arch": "mobilenet_v3_small",
-        "num_outputs": 3,
-        "labels": LABELS,
-        "image_size": SIZE,
-        "dropout": 0.2,
-    }
-    save_checkpoint(out / "model.pt", model, meta)
-    x = torch.rand(1, 3, SIZE, SIZE) * 255
-    files = {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
-    export.export_torchscript(model, x, files["torchscript"])
-    export.export_onnx(model, x, files["onnx"], opset=17)
-    (out / "model.json").write_text(json.dumps(sidecar(meta, files, {"meaning": "logits"})))
-    return out
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from visionpipe.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-DECODER_VERSION = "rgb-bilinear-1"  # bump when decode_image's output changes
+# bump when decode_image's output changes (2: EXIF orientation, 16-bit scaling, alpha)
+DECODER_VERSION = "rgb-bilinear-2"
 KEEP_ENTRIES = 16  # oldest entries beyond this are removed
 
 

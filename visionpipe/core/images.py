@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from visionpipe.core.errors import DataError
@@ -30,14 +30,71 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+ORIENTATION_TAG = 0x0112  # EXIF
+#: the reason given for an image beyond ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb)
+TOO_LARGE = "too large to decode"
+#: what transparent pixels are composited on (stated in the export's model.json)
+BACKGROUND = (0, 0, 0)
+#: how files become the model's input, as the export's model.json states it for consumers
+DECODING = {
+    "orientation": "EXIF orientation applied",
+    "bit_depth": "16-bit samples scaled to 8 bits",
+    "alpha": f"composited on RGB {list(BACKGROUND)}",
+}
+#: modes holding more than 8 bits per sample (16-bit PNG and TIFF): scaled down, never clipped
+_WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit image as 8-bit grayscale, 0..65535 mapped linearly onto 0..255 (PIL's own
+    conversion clips, so a 16-bit photo would turn almost all white)."""
+    wide = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """The picture as displayed, in 8-bit RGB: EXIF orientation applied (as CVAT and COCO
+    annotate it), 16-bit samples scaled to 8 bits, transparency composited on
+    :data:`BACKGROUND` (what would otherwise lie under it is arbitrary)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_MODES:
+        img = _eight_bit(img)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def displayed_size(img: Image.Image) -> tuple[int, int]:
+    """Width and height after the EXIF orientation (read from the header, nothing decoded)."""
+    orientation = img.getexif().get(ORIENTATION_TAG, 1)
+    return (img.height, img.width) if orientation in (5, 6, 7, 8) else (img.width, img.height)
+
+
+class TooLarge(DataError):
+    """An image beyond the decoder's pixel limit: skipped and counted, like a broken file."""
+
+
+def open_rgb(source: Any) -> Image.Image:
+    """Decode a path or encoded bytes with :func:`as_rgb`; DataError naming the file when it
+    cannot be decoded or is too large for the decoder's limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+    which guards against decompression bombs)."""
+    try:
+        with Image.open(source) as img:
+            return as_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"{source}: {TOO_LARGE} ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{source}: cannot decode image ({exc})") from exc
+
+
 def decode_image(path: str | Path, size: int) -> np.ndarray:
     """Decode to RGB (grayscale replicated, so RGB-pretrained backbones apply) at size x size."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from exc
+    img = open_rgb(path).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def load_images(
@@ -67,18 +124,14 @@ def fit_scale(width: int, height: int, min_size: int, max_size: int) -> float:
 
 def decode_scaled_array(source: Any, scale: float | Callable[[int, int], float]) -> np.ndarray:
     """RGB uint8 array (3 x H x W) of the image (a path or encoded bytes) resized by ``scale``,
-    or by ``scale(width, height)`` when it depends on the image's size."""
-    try:
-        with Image.open(source) as img:
-            img = img.convert("RGB")
-            if callable(scale):
-                scale = scale(img.width, img.height)
-            if scale < 1.0:
-                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-                img = img.resize(size, Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{source}: cannot decode image ({exc})") from exc
+    or by ``scale(width, height)`` when it depends on the image's (displayed) size."""
+    img = open_rgb(source)
+    if callable(scale):
+        scale = scale(img.width, img.height)
+    if scale < 1.0:
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def decode_scaled(path: Path, scale: float) -> torch.Tensor:

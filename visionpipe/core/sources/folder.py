@@ -6,6 +6,7 @@ skipped and listed in the data report instead of killing training halfway.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from visionpipe.core.errors import DataError
-from visionpipe.core.images import IMAGE_EXTENSIONS
+from visionpipe.core.images import IMAGE_EXTENSIONS, TOO_LARGE, displayed_size
+from visionpipe.core.paths import link_outside
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,18 @@ def _detect_layout(root: Path) -> tuple[str, dict[str, Path]]:
     return "presplit", {s: root / s for s in SPLIT_NAMES if s in split_dirs}
 
 
-def check_image(path: Path) -> tuple[int, int, str] | str:
-    """Fully decode an image; return (width, height, mode) or the reason it is unusable."""
+def check_image(path: Path, root: Path | None = None) -> tuple[int, int, str] | str:
+    """Fully decode an image; return (displayed width, height, mode) or the reason it is
+    unusable: broken, too large for the decoder, or (given ``root``) a link leading out of it."""
+    if root is not None and (outside := link_outside(path, root)):
+        return outside
     try:
         with Image.open(path) as img:
             img.load()
-            return img.width, img.height, img.mode
+            width, height = displayed_size(img)
+            return width, height, img.mode
+    except Image.DecompressionBombError as exc:
+        return f"{TOO_LARGE}: {exc}"
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             return f"not an image file ({path.suffix or 'no extension'})"
@@ -106,7 +114,7 @@ def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:
 
     rows, skipped = [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        checks = pool.map(check_image, (f for _, _, f in candidates))
+        checks = pool.map(check_image, (f for _, _, f in candidates), itertools.repeat(root))
         for (split, label, path), result in tqdm(
             zip(candidates, checks, strict=True),
             total=len(candidates),

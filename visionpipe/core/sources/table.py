@@ -9,6 +9,7 @@ metadata columns) per image. Messages name rows as the user sees them in the spr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import posixpath
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.io import significant
+from visionpipe.core.paths import link_outside
 from visionpipe.core.sources.folder import MANIFEST_COLUMNS, ScanResult, check_image, data_report
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,7 @@ def resolve_image_path(value: Any, root: Path, row: int, table: Path | str = "")
     """The image path of one row as a posix path relative to ``root`` (``data.path``).
 
     Rejected (DataError naming the row): empty, absolute, or escaping ``root`` after
-    normalization. The check is lexical, so symlinked folders inside ``root`` still work.
+    normalization. Links leading out of ``root`` are caught when the image is checked.
     Backslashes (tables written on Windows) are read as separators.
     """
     raw = cell_text(value)
@@ -175,7 +177,10 @@ def _locate_table(root: str | Path, table: str | Path) -> tuple[Path, Path]:
     rel_table = posixpath.normpath(str(table).replace("\\", "/")) if str(table) else ""
     if not rel_table or rel_table.startswith(("/", "../")) or rel_table in (".", ".."):
         raise UserError(f"data.table '{table}': expected a table file inside data.path ({root})")
-    return root, root / rel_table
+    path = root / rel_table
+    if path.exists() and (outside := link_outside(path, root)):
+        raise UserError(f"data.table '{table}': {outside}")
+    return root, path
 
 
 def _check_images(
@@ -183,7 +188,7 @@ def _check_images(
 ) -> list[tuple[int, int, str] | str]:
     """``check_image`` of every path (relative to ``root``), in order, decoded in threads."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        checks = pool.map(check_image, (root / rel for rel in rels))
+        checks = pool.map(check_image, (root / rel for rel in rels), itertools.repeat(root))
         return list(tqdm(checks, total=len(rels), desc="checking images", unit="img"))
 
 

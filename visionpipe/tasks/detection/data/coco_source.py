@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 from visionpipe.core.coco import COCO_KEYS, read_coco
 from visionpipe.core.errors import DataError, UserError
+from visionpipe.core.images import displayed_size
+from visionpipe.core.paths import link_outside
 from visionpipe.core.sources.folder import check_image
 
 log = logging.getLogger(__name__)
@@ -100,10 +102,11 @@ def _state_of(ann: dict, state_key: str) -> Any:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the file header (0, 0 when unreadable: the scan drops it)."""
+    """Displayed width and height from the file header (0, 0 when unreadable: the scan drops
+    it)."""
     try:
         with Image.open(path) as img:
-            return img.width, img.height
+            return displayed_size(img)
     except (OSError, ValueError, Image.DecompressionBombError):
         return 0, 0
 
@@ -284,7 +287,7 @@ def _check_files(root: Path, images: dict[int, dict], report: _Report, workers: 
 
     def check(iid: int) -> tuple[int, int, str] | str | None:
         path = root / images[iid]["file_name"]
-        return check_image(path) if path.is_file() else None
+        return check_image(path, root) if path.is_file() else None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(check, ids)
@@ -395,7 +398,10 @@ def _annotations_path(root: Path, annotations: str) -> Path:
         raise UserError(
             f"data.annotations '{annotations}': expected a JSON file inside the data root ({root})"
         )
-    return root / norm
+    path = root / norm
+    if path.exists() and (outside := link_outside(path, root)):
+        raise UserError(f"data.annotations '{annotations}': {outside}")
+    return path
 
 
 def scan_coco(
@@ -440,6 +446,9 @@ def scan_coco(
     kept = _clean_annotations(parsed, images, listed_images, {c["id"] for c in categories}, report)
     if not images:
         raise DataError(f"{path}: none of the {len(listed_images)} listed images is usable")
+    if not kept:  # trained on no box, a detector learns nothing and reports a mAP of 0
+        dropped = f" ({len(parsed)} listed, none usable)" if parsed else ""
+        raise DataError(f"{path}: no boxes to train on{dropped}; check the annotations export")
     coco = {
         "images": [images[i] for i in sorted(images)],
         "annotations": kept,

@@ -31,6 +31,7 @@ from visionpipe.core.coco import part_names  # noqa: E402
 from visionpipe.core.draw import draw_boxes, state_colors  # noqa: E402
 from visionpipe.core.eda import SPLIT_COLORS, missing_summary, target_stats  # noqa: E402
 from visionpipe.core.errors import DataError, UserError  # noqa: E402
+from visionpipe.core.images import open_rgb  # noqa: E402
 from visionpipe.core.io import save_figure, significant  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -257,12 +258,7 @@ def part_state_figure(table: pd.DataFrame, path: Path) -> None:
 def _sample_picture(
     root: Path, image: dict, anns: list[dict], parts: dict[int, str], colors: dict[str, str]
 ) -> Image.Image:
-    path = root / image["file_name"]
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from exc
+    rgb = open_rgb(root / image["file_name"])
     scale = SAMPLE_SIDE / max(rgb.size)  # up or down: captions keep one size in the grid
     size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     rgb = rgb.resize(size, Image.Resampling.BILINEAR)

@@ -1,0 +1,41 @@
+"""Files under the data folder that lead out of it through a symbolic link.
+
+Paths in tables and annotation files are checked as text (``..``, absolute paths); a link
+inside ``data.path`` can still point anywhere (``~/.ssh``, another project). What resolves
+outside the data folder is refused, except DVC's own cache: with ``cache.type: symlink`` every
+tracked file is a link into it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+
+@functools.cache
+def _dvc_cache_dir() -> Path | None:
+    """The local DVC cache of the repository around the working directory (None outside one);
+    DVC is imported only when a link leading out is found."""
+    try:
+        from dvc.repo import Repo
+
+        with Repo() as repo:
+            return Path(repo.cache.local_cache_dir).resolve()
+    except Exception:  # noqa: BLE001 - no repo, no cache: nothing more is allowed
+        return None
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def link_outside(path: str | Path, root: str | Path) -> str | None:
+    """Why ``path`` (under ``root``) may not be read: it resolves, after following links,
+    outside ``root`` (and outside DVC's cache); None when it stays inside."""
+    target = Path(path).resolve()
+    if _within(target, Path(root).resolve()):
+        return None
+    cache = _dvc_cache_dir()
+    if cache is not None and _within(target, cache):
+        return None
+    return f"a link leading outside the data folder (to {target})"
