@@ -72,13 +72,21 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     assert len(rows) == len(predictions)
     assert "results/train/plots/metrics/val/loss_state.tsv" in shown["data"]
 
-    onnx = repo / "models/export/model.onnx"
-    if onnx.is_file():  # a detector through predict too
-        panel = repo / "data/raw" / test_coco["images"][0]["file_name"]
-        predicted = run(repo, "python", "-m", "visionpipe.predict", str(onnx), str(panel))
-        record = json.loads(predicted.stdout.splitlines()[-1])
-        assert record["detections"] >= 0 and 0 <= record["confidence"] <= 1
-        assert record["class"] == "none" or "/" in record["class"]
+    panel = repo / "data/raw" / test_coco["images"][0]["file_name"]
+    for name in ("model.onnx", "model.ts"):  # a detector through predict too, in each format
+        model = repo / "models/export" / name
+        if model.is_file():
+            predicted = run(repo, "python", "-m", "visionpipe.predict", str(model), str(panel))
+            record = json.loads(predicted.stdout.splitlines()[-1])
+            assert record["detections"] >= 0 and 0 <= record["confidence"] <= 1
+            assert record["class"] == "none" or "/" in record["class"]
+    ckpt = run(
+        repo, "python", "-m", "visionpipe.predict", "models/model.pt", str(panel), check=False
+    )
+    assert ckpt.returncode == 2 and ckpt.stderr.strip() == (
+        "error: models/model.pt: a detector checkpoint; predict and simulate run the exported "
+        "detector (models/export/model.onnx or model.ts, written by the export stage)"
+    )
 
     sim = files["results/simulate/summary.json"]["data"]
     assert sim["frames"] == min(4, len(test_coco["images"])) and sim["bad_frames"] == 0

@@ -11,15 +11,22 @@ from typing import Any
 
 import torch
 
-from visionpipe.core.errors import UserError
-from visionpipe.core.io import atomic_path
+from visionpipe.core.errors import UserError, first_line
+from visionpipe.core.io import atomic_path, interrupts_deferred
 from visionpipe.core.models import ImageModel, build_model
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically, through a Python file object: torch writing a path itself
+    reports a full disk as an opaque RuntimeError, a file object raises OSError ENOSPC.
+    Ctrl-C waits for the file to be written (see :func:`interrupts_deferred`)."""
+    with interrupts_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def save_checkpoint(path: str | Path, model: ImageModel, meta: dict[str, Any]) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"meta": meta, "state_dict": state}, tmp)
+    save_torch(path, {"meta": meta, "state_dict": state})
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -34,15 +41,35 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise UserError(f"{path}: not a visionpipe checkpoint ({exc})") from exc
 
 
+def _model_from(
+    path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> ImageModel:
+    """The per-image model (classification, regression) a checkpoint read from ``path``
+    describes, in eval mode; one line naming the file when it is not such a checkpoint."""
+    if meta.get("task") == "detection":
+        raise UserError(
+            f"{path}: a detector checkpoint; predict and simulate run the exported detector "
+            "(models/export/model.onnx or model.ts, written by the export stage)"
+        )
+    try:
+        built = build_model(
+            meta["arch"],
+            meta["num_outputs"],
+            pretrained=False,
+            dropout=meta["dropout"],
+            hidden=meta.get("head_hidden", 0),
+        )
+        built.model.load_state_dict(state_dict)
+    except KeyError as exc:
+        raise UserError(f"{path}: checkpoint metadata without {exc}") from None
+    except RuntimeError as exc:  # weights of another shape than the metadata's network
+        raise UserError(
+            f"{path}: weights do not fit the checkpoint's {meta['arch']} ({first_line(exc)})"
+        ) from None
+    return built.model.eval()
+
+
 def load_checkpoint(path: str | Path) -> tuple[ImageModel, dict[str, Any]]:
     """Rebuild the model saved at ``path`` (in eval mode) and return it with its metadata."""
     state_dict, meta = read_checkpoint(path)
-    built = build_model(
-        meta["arch"],
-        meta["num_outputs"],
-        pretrained=False,
-        dropout=meta["dropout"],
-        hidden=meta.get("head_hidden", 0),
-    )
-    built.model.load_state_dict(state_dict)
-    return built.model.eval(), meta
+    return _model_from(path, state_dict, meta), meta

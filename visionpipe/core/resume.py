@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionpipe.core.io import atomic_path
+from visionpipe.core.io import atomic_path, interrupts_deferred
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def save(path: str | Path, key: str, state: dict[str, Any]) -> None:
     Raises TypeError (and keeps the previous file) when ``state`` holds a type that
     :func:`load` would refuse, so a state that could never be resumed is not written.
     """
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "fingerprint": key, **state}, tmp)
+    with interrupts_deferred(), atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # a file object: a full disk is OSError ENOSPC
+            torch.save({"format": FORMAT, "fingerprint": key, **state}, handle)
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp)
         if unsafe:
             raise TypeError(

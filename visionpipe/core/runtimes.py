@@ -57,8 +57,12 @@ def run_onnx(session: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(run_onnx_array(session, x.float().numpy())).float()
 
 
-def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+def load_torchscript(path: Path, detector: bool = False) -> torch.jit.ScriptModule:
+    """A TorchScript file on the CPU; a detector's needs torchvision's ops (nms) registered."""
     import torch
+
+    if detector:
+        import torchvision  # noqa: F401 - registers torchvision::nms and roi_align
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit deprecation notice

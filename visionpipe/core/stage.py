@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from visionpipe.core.errors import UserError
 from visionpipe.core.params import Params, load_params
@@ -25,7 +26,9 @@ def run_stage(
     parser: argparse.ArgumentParser,
     argv: list[str] | None = None,
 ) -> None:
-    """Parse args, validate params.yaml, run ``main``; a UserError is one line and exit code 2."""
+    """Parse args, validate params.yaml, run ``main``. A UserError is one line and exit code
+    2; Ctrl-C is one line and exit code 130 (what every file already written holds is whole:
+    outputs are written atomically, and the training state after each epoch)."""
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
@@ -38,3 +41,12 @@ def run_stage(
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        state = getattr(args, "state", None)
+        kept = (
+            f"; the training state {state} is kept, and `dvc repro` resumes from its last epoch"
+            if state and Path(state).is_file()
+            else ""
+        )
+        print(f"interrupted: stage {name} stopped (Ctrl-C){kept}", file=sys.stderr)
+        sys.exit(130)

@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
+
+from dvclive import Live
+
+
+class ResultLive(Live):
+    """dvclive that writes its metrics file (the train stage's DVC metric) only once the run
+    has a result (:func:`headline_summary`): a killed or interrupted run leaves no metrics
+    file, never a partial epoch's values that ``dvc metrics show`` would list as a result.
+    The per-epoch plots are still written as each epoch ends; DVC Studio, which is sent
+    the metrics file with them, hears of the run when it ends."""
+
+    complete = False
+
+    def make_summary(self) -> None:
+        if self.complete:
+            super().make_summary()
+
+    def post_data_to_studio(self) -> None:
+        if self.complete:  # dvclive reads the metrics file to post
+            super().post_data_to_studio()
+
+
+def train_live(directory: str, is_main: bool) -> contextlib.AbstractContextManager:
+    """The training stages' dvclive (metrics and plots under ``directory``, no dvc.yaml, no
+    experiment of its own), or a null context in a DDP process other than rank 0."""
+    if not is_main:
+        return contextlib.nullcontext()
+    return ResultLive(directory, dvcyaml=False, save_dvc_exp=False, report=None)
 
 
 def live_name(key: str) -> str:
@@ -36,3 +65,4 @@ def headline_summary(live: Any, result: Any, monitor: str) -> None:
     live.summary.clear()
     live.summary["best"] = {"epoch": result.best_epoch + 1, monitor: result.best_value}
     live.summary["epochs_run"] = len(result.history)
+    live.complete = True  # written when the context ends (Live.end)

@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the JSON lines to this file")
     args = parser.parse_args(argv)
     setup_logging()
+    records: list[dict] = []
+    interrupted = False
     try:
         predictor = load_predictor(args.model, args.threads)
-        records = []
         for frame in image_frames(list_images(args.input), predictor):
             record = predict_frame(predictor, frame, args.threshold)
             print(json.dumps(record), flush=True)
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the images predicted so far are kept, in --out too
+        interrupted = True
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         low,
         failed,
     )
+    if interrupted:
+        print(f"interrupted after {len(records)} images (Ctrl-C)", file=sys.stderr)
+        return 130
     return 2 if failed == len(records) else 0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from visionpipe.core import runtimes
-from visionpipe.core.errors import DataError, UserError
+from visionpipe.core.errors import DataError, UserError, first_line
 from visionpipe.core.images import IMAGE_EXTENSIONS, decode_image, decode_scaled_array, fit_scale
 from visionpipe.core.runtimes import SIDECAR, onnx_input_size, onnx_session
 from visionpipe.deploy.decode import DECODERS
@@ -51,7 +51,9 @@ IMAGE_LOADERS: dict[str, Loader] = {
 }
 DETECTOR_LOADERS: dict[str, Loader] = {
     ".ts": lambda path, _: _torch_runner(
-        functools.partial(runtimes.run_torchscript_detector, runtimes.load_torchscript(path))
+        functools.partial(
+            runtimes.run_torchscript_detector, runtimes.load_torchscript(path, detector=True)
+        )
     ),
     ".onnx": lambda path, threads: functools.partial(
         runtimes.run_onnx_detector_array, onnx_session(path, threads)
@@ -110,11 +112,45 @@ def letterbox(source: Path | io.BytesIO, height: int, width: int) -> np.ndarray:
     return out
 
 
+#: what every model.json holds, whatever the task
+SIDECAR_KEYS = ("task", "labels", "image_size")
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
+    """The model.json beside an exported model; one line naming it when missing or unusable."""
     side = path.parent / SIDECAR
     if not side.is_file():
         raise UserError(f"{side}: missing; an exported model needs the {SIDECAR} written with it")
-    return json.loads(side.read_text())
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{side}: not readable JSON ({exc}); export the model again") from None
+    missing = [k for k in SIDECAR_KEYS if k not in meta] if isinstance(meta, dict) else SIDECAR_KEYS
+    if missing:
+        raise UserError(f"{side}: not an export's {SIDECAR} (no {', '.join(missing)})")
+    return meta
+
+
+def _load(loader: Loader, path: Path, threads: int) -> Run:
+    """``loader(path, threads)``; a file that is cut short or not a model is one line."""
+    try:
+        return loader(path, threads)
+    except Exception as exc:  # noqa: BLE001 - whatever the runtime says, the file is unusable
+        raise UserError(
+            f"{path}: cannot load the model ({first_line(exc)}); export it again"
+        ) from None
+
+
+def _check_outputs(path: Path, run: Run, detector: bool) -> None:
+    """An ONNX file and its model.json describe the same kind of model (a detector's five
+    outputs, or one output per image), else the size and output errors that follow mislead."""
+    names = [o.name for o in run.args[0].get_outputs()]
+    if detector != (names == list(runtimes.DETECTION_OUTPUTS)):
+        said = "a detector" if detector else "a one-output model"
+        raise UserError(
+            f"{path}: {SIDECAR} describes {said}, but the model's outputs are "
+            f"{', '.join(names)}; keep each model with the {SIDECAR} exported with it"
+        )
 
 
 def _checkpoint(path: Path) -> tuple[Run, dict[str, Any]]:
@@ -136,8 +172,10 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
         run, meta = _checkpoint(path)
     elif suffix in IMAGE_LOADERS:
         meta = read_sidecar(path)
-        loaders = DETECTOR_LOADERS if meta.get("task") == "detection" else IMAGE_LOADERS
-        run = loaders[suffix](path, threads)
+        loaders = DETECTOR_LOADERS if meta["task"] == "detection" else IMAGE_LOADERS
+        run = _load(loaders[suffix], path, threads)
+        if suffix == ".onnx":
+            _check_outputs(path, run, meta["task"] == "detection")
     else:
         raise UserError(f"{path}: unknown model format {suffix!r}; expected .onnx, .ts or .pt")
     task = meta.get("task")
@@ -155,7 +193,12 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
             )
     size = meta["image_size"]
     height, width = size if predictor.detector else (int(size), int(size))
-    run(np.zeros((1, 3, height, width), dtype=np.float32))  # warm-up: allocation and setup
+    try:  # warm-up: allocation and setup
+        run(np.zeros((1, 3, height, width), dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run what model.json says
+        raise UserError(
+            f"{path}: does not run on the input {SIDECAR} describes ({first_line(exc)})"
+        ) from None
     return predictor
 
 
@@ -174,12 +217,23 @@ def list_images(source: str | Path, root: str | Path = ".") -> list[Path]:
         return [source]
     if not source.is_dir():
         raise UserError(f"{source}: no such file or folder")
-    files = sorted(
-        p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    files = sorted(_walk_images(source))
     if not files:
         raise UserError(f"{source}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """Image files (by extension) under ``folder``; a folder that cannot be listed is one
+    line naming it, not a silent "no images"."""
+
+    def refuse(exc: OSError) -> None:
+        raise UserError(f"{exc.filename}: cannot read the folder ({exc.strerror})")
+
+    for parent, _, names in os.walk(folder, onerror=refuse):
+        for name in names:
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                yield Path(parent) / name
 
 
 @dataclass
@@ -194,8 +248,8 @@ class Frame:
 def _decode(predictor: Predictor, source: Path | io.BytesIO, name: str) -> Frame:
     try:
         return Frame(name, predictor.prepare(source))
-    except DataError as exc:
-        return Frame(name, None, f"{name}: cannot decode image ({exc.__cause__})")
+    except DataError as exc:  # broken or too large: its reason, named by the frame
+        return Frame(name, None, f"{name}: {str(exc).removeprefix(f'{source}: ')}")
 
 
 def image_frames(paths: Iterable[Path], predictor: Predictor) -> Iterator[Frame]:

@@ -1,7 +1,7 @@
 """simulate: a conveyor-belt loop that runs the model on frames from a folder at a fixed interval.
 
     python -m visionpipe.simulate models/export/model.onnx frames/ --interval-ms 250 \
-        --threshold 0.55 --csv results/simulate/log.csv --summary results/simulate/summary.json
+        --threshold 0.55 --csv conveyor/log.csv --summary conveyor/summary.json
 
 FRAMES may also be a video file (read with OpenCV) or a manifest CSV with a ``path`` column
 (e.g. data/splits/test.csv, with --root the data folder). Each frame is printed and appended
@@ -9,7 +9,8 @@ to the CSV as it is processed (frame, time, class, confidence or value, low_conf
 whether it missed its interval, error; the detection stage puts the parts/states found in class,
 their count in detections and their lowest probability in confidence). Unreadable frames are
 skipped and counted. The summary gives frames, throughput, median and p95 latency and the frames
-that missed their interval.
+that missed their interval. By default both go to the current folder (simulate_log.csv,
+simulate_summary.json), never into the pipeline's tracked results/simulate/ unless asked.
 """
 
 from __future__ import annotations
@@ -78,47 +79,50 @@ def simulate(
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         if new_file:
             writer.writeheader()
-        source, count = iter(frames), 0
-        while True:
-            i = count
-            due = start + i * interval_ms / 1000
-            now = clock()
-            if now < due:
-                sleep(due - now)
-            began = clock()
-            frame = next(source, None)  # decoding is part of the frame's work
-            if frame is None:
-                break
-            count += 1
-            record = predict_frame(predictor, frame, threshold)
-            took_ms = (clock() - began) * 1000
-            row = {
-                **record,
-                "frame": i,
-                "time_s": round(began - start, 4),
-                "latency_ms": round(took_ms, 3),  # decode + model: the frame's whole work
-                "missed_interval": took_ms > interval_ms,
-            }
-            if "error" in record:
-                bad += 1
-                log.warning("frame %d skipped: %s", i, record["error"])
-            else:
-                latencies.append(took_ms)
-                low += bool(record.get("low_confidence"))
-                missed += row["missed_interval"]
-                flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
-                said = (
-                    f"{record['target']} {record['value']:.4g}"
-                    if "value" in record
-                    else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
-                )
-                print(
-                    f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}",
-                    flush=True,
-                )
-            writer.writerow(row)
-            handle.flush()
-            finished = clock()
+        source, count, interrupted = iter(frames), 0, False
+        try:  # Ctrl-C stops the belt: the frames logged so far are summarized
+            while True:
+                i = count
+                due = start + i * interval_ms / 1000
+                now = clock()
+                if now < due:
+                    sleep(due - now)
+                began = clock()
+                frame = next(source, None)  # decoding is part of the frame's work
+                if frame is None:
+                    break
+                record = predict_frame(predictor, frame, threshold)
+                took_ms = (clock() - began) * 1000
+                row = {
+                    **record,
+                    "frame": i,
+                    "time_s": round(began - start, 4),
+                    "latency_ms": round(took_ms, 3),  # decode + model: the frame's whole work
+                    "missed_interval": took_ms > interval_ms,
+                }
+                if "error" in record:
+                    bad += 1
+                    log.warning("frame %d skipped: %s", i, record["error"])
+                else:
+                    latencies.append(took_ms)
+                    low += bool(record.get("low_confidence"))
+                    missed += row["missed_interval"]
+                    flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
+                    said = (
+                        f"{record['target']} {record['value']:.4g}"
+                        if "value" in record
+                        else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
+                    )
+                    print(
+                        f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}",
+                        flush=True,
+                    )
+                writer.writerow(row)
+                handle.flush()
+                count += 1  # a frame counts once it is logged
+                finished = clock()
+        except KeyboardInterrupt:
+            interrupted = True
     duration = finished - start
     return {
         "frames": count,
@@ -133,6 +137,7 @@ def simulate(
             "p95": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
         },
         "missed_interval": missed,
+        "interrupted": interrupted,
     }
 
 
@@ -143,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=float, default=250.0)
     parser.add_argument("--threshold", type=float, default=0.55)
     parser.add_argument("--max-frames", type=int, default=0, help="0: all frames")
-    parser.add_argument("--csv", default="results/simulate/log.csv")
-    parser.add_argument("--summary", default="results/simulate/summary.json")
+    parser.add_argument(
+        "--csv", default="simulate_log.csv", help="CSV the frames are appended to (%(default)s)"
+    )
+    parser.add_argument(
+        "--summary", default="simulate_summary.json", help="summary JSON (%(default)s)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -159,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_json(args.summary, summary)
     log.info("summary: %s", summary)
+    if summary["interrupted"]:
+        print(f"interrupted after {summary['frames']} frames (Ctrl-C)", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -190,6 +202,8 @@ def stage(params: Any, args: argparse.Namespace) -> None:
     csv_path = Path(args.csv)
     csv_path.unlink(missing_ok=True)  # the stage's log is this run's frames only
     summary = simulate(predictor, frames, cfg.interval_ms, cfg.threshold, csv_path)
+    if summary["interrupted"]:  # a partial loop is no result: the stage ends as interrupted
+        raise KeyboardInterrupt
     write_json(args.summary, {k: summary[k] for k in HEADLINE})
     log.info("summary: %s", summary)
 

@@ -16,8 +16,9 @@ import torch
 from visionpipe.core import onnx as onnx_export
 from visionpipe.core.cache import cached_images
 from visionpipe.core.checkpoint import load_checkpoint
+from visionpipe.core.errors import UserError
 from visionpipe.core.image.task import ImageTask
-from visionpipe.core.images import IMAGENET_MEAN, IMAGENET_STD
+from visionpipe.core.images import DECODING, IMAGENET_MEAN, IMAGENET_STD
 from visionpipe.core.io import write_csv, write_json
 from visionpipe.core.manifests import read_split
 from visionpipe.core.params import Params
@@ -53,6 +54,7 @@ def sidecar(meta: dict, files: dict[str, Path], output: dict) -> dict:
             "dtype": "float32",
             "color": "RGB",
             "range": [0, 255],
+            "decode": DECODING,
             "resize": "bilinear to image_size x image_size",
         },
         "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True},
@@ -83,7 +85,6 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
         calib = cached_images(root, calib_m["path"].tolist(), size, desc="calibration")
         onnx_export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
 
-    write_json(out / SIDECAR, sidecar(meta, files, task.output_description()))
     # run as predict and simulate run them (visionpipe.core.runtimes)
     runners = {"pytorch": torch.no_grad()(model)}
     runners.update({fmt: load_runner(path, threads) for fmt, path in files.items()})
@@ -93,9 +94,16 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     for fmt, path in files.items():
         parity = task.parity(reference, runners[fmt](parity_x))
         if fmt != "onnx_int8":  # quantization is lossy by design: judged by its accuracy change
-            onnx_export.check_parity(fmt, parity, cfg.parity_tolerance)
+            try:
+                onnx_export.check_parity(fmt, parity, cfg.parity_tolerance)
+            except UserError:  # a rejected model is not left where predict would use it
+                for rejected in [*files.values(), out / SIDECAR]:
+                    rejected.unlink(missing_ok=True)
+                raise
         results[fmt] = {**parity, "size_mb": round(path.stat().st_size / 2**20, 3)}
         log.info("%s: %s", fmt, results[fmt])
+    # written once every format passed: without it, no consumer loads the files
+    write_json(out / SIDECAR, sidecar(meta, files, task.output_description()))
 
     if "onnx_int8" in files:
         targets = task.targets(test_m, meta["labels"])

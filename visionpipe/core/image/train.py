@@ -4,14 +4,12 @@ tensor, augmented as whole batches, through the shared engine (visionpipe.core.e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from dvclive import Live
 from torch import nn
 
 from visionpipe.core import distributed, resume
@@ -28,7 +26,7 @@ from visionpipe.core.manifests import fingerprint, read_split
 from visionpipe.core.models import ImageModel, build_model, count_parameters
 from visionpipe.core.params import Params, as_dict
 from visionpipe.core.runtime import choose_device, cpu_count, seed_everything, set_threads
-from visionpipe.core.tracking import epoch_logger, headline_summary
+from visionpipe.core.tracking import epoch_logger, headline_summary, train_live
 
 log = logging.getLogger("visionpipe.train")
 
@@ -118,14 +116,9 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
     train_x = cached_images(root, train_m["path"].tolist(), size, desc="decoding train")
     val_x = cached_images(root, val_m["path"].tolist(), size, desc="decoding val")
     dataset = fingerprint(args.splits)
-    live_context = (
-        Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None)
-        if dist.is_main
-        else contextlib.nullcontext()
-    )
     key = state_key(params, task.name, dataset, labels, code)
     hooks = ImageHooks(built.model, task, params, criterion, train_x, train_y, val_x, val_y, device)
-    with live_context as live:
+    with train_live(args.live, dist.is_main) as live:
         log_epoch = epoch_logger(live)  # not rank 0 (live is None): only one process writes
         state = args.state if params.train.resume else None
         result = fit(hooks, task, params, device, gen, log_epoch, state, key, dist)

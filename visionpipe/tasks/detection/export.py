@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from visionpipe.core.coco import read_split_coco
-from visionpipe.core.io import atomic_path, write_csv, write_json
+from visionpipe.core.images import DECODING
+from visionpipe.core.io import atomic_path, interrupts_deferred, write_csv, write_json
 from visionpipe.core.params import Params
 from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import (
@@ -86,8 +87,9 @@ def export_torchscript(model: nn.Module, example: Tensor, path: str | Path) -> N
         scripted = torch.jit.script(_single_image(model))
         with torch.no_grad():
             scripted(example.float())
-    with atomic_path(path) as tmp:
-        scripted.save(str(tmp))
+    # a file object: a full disk is OSError ENOSPC; Ctrl-C waits for the file to be written
+    with interrupts_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.jit.save(scripted, handle)
 
 
 def export_onnx(model: nn.Module, example: Tensor, path: str | Path, opset: int) -> None:
@@ -195,6 +197,7 @@ def sidecar(meta: dict, files: dict[str, Path], input_hw: tuple[int, int]) -> di
             "dtype": "float32",
             "color": "RGB",
             "range": [0, 255],
+            "decode": DECODING,
             "size": "ONNX: fixed at image_size (height, width); resize with the aspect kept",
         },
         "output": {

@@ -4,11 +4,8 @@ shared engine, the best epoch by the monitor on val (COCO mAP by default)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 from pathlib import Path
-
-from dvclive import Live
 
 from visionpipe.core import distributed, resume
 from visionpipe.core.checkpoint import save_checkpoint
@@ -19,7 +16,7 @@ from visionpipe.core.manifests import fingerprint
 from visionpipe.core.models import count_parameters
 from visionpipe.core.params import Params, as_dict
 from visionpipe.core.runtime import choose_device, cpu_count, seed_everything, set_threads
-from visionpipe.core.tracking import epoch_logger, headline_summary
+from visionpipe.core.tracking import epoch_logger, headline_summary, train_live
 from visionpipe.tasks import code_fingerprint
 from visionpipe.tasks.detection.model import DetectionTask
 from visionpipe.tasks.detection.model.dataset import load_split
@@ -78,12 +75,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
     val_set = load_split(root, val_gt, states, cfg.min_size, cfg.max_size, "decoding val")
     dataset = fingerprint(args.splits)
     hooks = DetectionHooks(built.model, params, train_set, val_set, val_gt, device)
-    live_context = (
-        Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None)
-        if dist.is_main
-        else contextlib.nullcontext()
-    )
-    with live_context as live:
+    with train_live(args.live, dist.is_main) as live:
         state = args.state if t.resume else None
         key = state_key(params, dataset, parts, states)
         result = fit(hooks, task, params, device, gen, epoch_logger(live), state, key, dist)
