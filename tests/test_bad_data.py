@@ -58,6 +58,35 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert check_image(tmp_path / "phone.jpg")[:2] == (20, 40)  # the displayed size
 
 
+def test_an_oriented_tiff_is_checked_as_it_is_decoded(tmp_path: Path) -> None:
+    """Pillow's TIFF reader handles the orientation itself: prepare's size is the decoded one."""
+    stored = np.zeros((20, 40), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "scan.tif", exif=exif)
+    decoded = decode_scaled_array(tmp_path / "scan.tif", 1.0)
+    assert check_image(tmp_path / "scan.tif")[:2] == (decoded.shape[2], decoded.shape[1])
+
+
+def test_float_images_are_scaled(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)).save(tmp_path / "f.tif")
+    assert decode_scaled_array(tmp_path / "f.tif", 1.0)[0].tolist() == [[0, 128, 255]]
+
+
+@pytest.mark.parametrize("kind", ["L+trns", "P+trns", "LA"])
+def test_every_kind_of_transparency_is_composited(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "t.png"
+    values = np.array([[200, 90]], dtype=np.uint8)  # the first pixel is the transparent one
+    if kind == "L+trns":
+        Image.fromarray(values).save(path, transparency=200)
+    elif kind == "P+trns":
+        Image.fromarray(values).convert("P").save(path, transparency=200)
+    else:
+        Image.fromarray(np.stack([values, np.array([[0, 255]], np.uint8)], -1), "LA").save(path)
+    decoded = decode_scaled_array(path, 1.0)
+    assert decoded[:, 0, 0].tolist() == [0, 0, 0] and decoded[:, 0, 1].tolist() == [90, 90, 90]
+
+
 def test_alpha_is_composited_on_black(tmp_path: Path) -> None:
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., :3] = 200  # colour under the transparent pixels: arbitrary, must not show
@@ -99,9 +128,10 @@ def test_detection_boxes_land_on_the_displayed_pixels(tmp_path: Path) -> None:
 # --- huge images (decompression bombs) ----------------------------------------------------
 
 
-def test_a_huge_image_is_skipped_and_counted_in_prepare(tmp_path: Path) -> None:
+@pytest.mark.parametrize("side", [10_000, 30_000])  # over the limit; over twice the limit
+def test_a_huge_image_is_skipped_and_counted_in_prepare(tmp_path: Path, side: int) -> None:
     root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3})
-    write_huge_png(root / "a" / "huge.png")
+    write_huge_png(root / "a" / "huge.png", side, side)
     scan = scan_folder(root, workers=1)
     assert len(scan.samples) == 6
     assert [s["path"] for s in scan.skipped] == ["a/huge.png"]

@@ -65,7 +65,8 @@ def test_ctrl_c_and_kill_during_training(built_repo, tmp_path):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         "interrupted: stage train stopped (Ctrl-C); the training state "
-        "models/train_state.pt is kept, and `dvc repro` resumes from its last epoch"
+        "models/train_state.pt is kept, and `dvc repro` resumes from its last epoch when params "
+        "and data are unchanged"
     )
     state = torch.load(repo / "models/train_state.pt", map_location="cpu", weights_only=True)
     assert state["format"] == resume.FORMAT and 1 <= state["epoch"] < 400

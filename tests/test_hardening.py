@@ -23,15 +23,16 @@ from visionpipe.core.images import TOO_LARGE
 from visionpipe.deploy import predict as predict_module
 from visionpipe.deploy import simulate as simulate_module
 from visionpipe.deploy.predict import main as predict_main
-from visionpipe.deploy.predictor import list_images, load_predictor
+from visionpipe.deploy.predictor import image_frames, list_images, load_predictor
 
 STATES = ["intact", "damaged", "absent", "occluded"]
 
 
-def test_a_huge_image_in_a_folder_does_not_stop_predict(exported, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("side", [10_000, 30_000])  # over the limit; over twice the limit
+def test_a_huge_image_in_a_folder_does_not_stop_predict(exported, tmp_path, capsys, side) -> None:
     folder = tmp_path / "frames"
     write_image(folder / "a.png")
-    write_huge_png(folder / "b.png")
+    write_huge_png(folder / "b.png", side, side)
     write_image(folder / "c.png")
     out = tmp_path / "preds.jsonl"
     assert predict_main([str(exported / "model.onnx"), str(folder), "--out", str(out)]) == 0
@@ -139,16 +140,18 @@ def test_an_unreadable_frames_folder_is_one_line(tmp_path, monkeypatch) -> None:
 # --- files written -------------------------------------------------------------------------
 
 
-def test_outputs_get_the_umask_mode_not_0600(tmp_path) -> None:
-    previous = os.umask(0o022)
-    try:
-        io.write_json(tmp_path / "a.json", {"a": 1})
-        checkpoint.save_torch(tmp_path / "b.pt", {"a": torch.zeros(2)})
-    finally:
-        os.umask(previous)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_umask_mode_not_0600(tmp_path, umask, mode) -> None:
+    """In a fresh process under ``umask`` (the mode is read once, at import)."""
+    code = (
+        "import os, sys, torch; os.umask(int(sys.argv[2], 8));"
+        "from visionpipe.core import checkpoint, io;"
+        "io.write_json(sys.argv[1] + '/a.json', {'a': 1});"
+        "checkpoint.save_torch(sys.argv[1] + '/b.pt', {'a': torch.zeros(2)})"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path), oct(umask)], cwd=REPO, check=True)
     for name in ("a.json", "b.pt"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == io.FILE_MODE
-    assert 0o666 & ~previous == io.FILE_MODE
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
 
 
 def test_the_built_pipeline_exports_readable_files(built_repo) -> None:
@@ -160,9 +163,7 @@ def test_the_built_pipeline_exports_readable_files(built_repo) -> None:
 def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch) -> None:
     """torch.save on a full disk: /dev/full stands in for the file (every write ENOSPC)."""
     real_open = open
-    monkeypatch.setattr(
-        checkpoint, "open", lambda _path, mode: real_open("/dev/full", mode), raising=False
-    )
+    monkeypatch.setattr(io, "open", lambda _path, mode: real_open("/dev/full", mode), raising=False)
     target = tmp_path / "train_state.pt"
     with pytest.raises(WriteFailed, match=f"^{target}: cannot write it \\(No space left on dev"):
         checkpoint.save_torch(target, {"a": torch.zeros(100_000)})
@@ -199,6 +200,37 @@ def test_ctrl_c_stops_the_conveyor_with_a_summary(exported, tmp_path, capsys, mo
     assert len(pd.read_csv(log)) == 2
     written = json.loads(summary.read_text())
     assert written["frames"] == written["predicted"] == 2 and written["interrupted"] is True
+
+
+def test_ctrl_c_while_a_frame_is_predicted(exported, tmp_path, monkeypatch):
+    """Ctrl-C inside the model run: that frame is neither logged nor counted."""
+    folder = tmp_path / "frames"
+    for i in range(4):
+        write_image(folder / f"{i}.png", value=40 + i)
+    real, calls = simulate_module.predict_frame, []
+
+    def predict_frame(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(simulate_module, "predict_frame", predict_frame)
+    predictor = load_predictor(exported / "model.onnx", 1)
+    frames = image_frames(sorted(folder.iterdir()), predictor)
+    summary = simulate_module.simulate(predictor, frames, 1.0, 0.5, tmp_path / "log.csv")
+    assert summary["interrupted"] and summary["frames"] == summary["predicted"] == 2
+    assert len(pd.read_csv(tmp_path / "log.csv")) == 2
+
+
+def test_a_log_that_cannot_be_written_is_one_line(exported, tmp_path, capsys):
+    image = write_image(tmp_path / "a.png")
+    (tmp_path / "log").mkdir()  # a folder where the CSV should go
+    argv = [str(exported / "model.onnx"), str(image), "--csv", str(tmp_path / "log")]
+    assert simulate_module.main([*argv, "--summary", str(tmp_path / "s.json")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'log'}: cannot write the log (Is a directory)"
+    )
 
 
 def test_ctrl_c_in_predict_keeps_what_was_predicted(exported, tmp_path, capsys, monkeypatch):

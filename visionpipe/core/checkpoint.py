@@ -12,15 +12,14 @@ from typing import Any
 import torch
 
 from visionpipe.core.errors import UserError, first_line
-from visionpipe.core.io import atomic_path, interrupts_deferred
+from visionpipe.core.io import atomic_file
 from visionpipe.core.models import ImageModel, build_model
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """``torch.save`` atomically, through a Python file object: torch writing a path itself
-    reports a full disk as an opaque RuntimeError, a file object raises OSError ENOSPC.
-    Ctrl-C waits for the file to be written (see :func:`interrupts_deferred`)."""
-    with interrupts_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    """``torch.save`` atomically, through a file object (see :func:`atomic_file`): torch
+    writing a path itself reports a full disk as an opaque RuntimeError."""
+    with atomic_file(path) as handle:
         torch.save(obj, handle)
 
 

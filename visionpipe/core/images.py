@@ -8,6 +8,7 @@ augmented as whole batches (visionpipe.core.augment).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,27 +42,33 @@ DECODING = {
     "bit_depth": "16-bit samples scaled to 8 bits",
     "alpha": f"composited on RGB {list(BACKGROUND)}",
 }
-#: modes holding more than 8 bits per sample (16-bit PNG and TIFF): scaled down, never clipped
-_WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+#: modes holding more than 8 bits per sample (16-bit PNG and TIFF, float TIFF): scaled down
+_WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa"}
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
-    """A 16-bit image as 8-bit grayscale, 0..65535 mapped linearly onto 0..255 (PIL's own
-    conversion clips, so a 16-bit photo would turn almost all white)."""
+    """A 16-bit or float image as 8-bit grayscale (PIL's own conversion clips, so a 16-bit
+    photo would turn almost all white): integers 0..65535 mapped linearly onto 0..255; floats
+    taken as 0..1 when none exceeds 1, else as 0..255."""
     wide = np.asarray(img, dtype=np.float64)
-    return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    if img.mode != "F":
+        wide = wide / 257.0
+    elif wide.size and np.nanmax(wide) <= 1.0:
+        wide = wide * 255.0
+    eight = np.clip(np.rint(np.nan_to_num(wide)), 0, 255).astype(np.uint8)
+    return Image.fromarray(eight, mode="L")
 
 
 def as_rgb(img: Image.Image) -> Image.Image:
     """The picture as displayed, in 8-bit RGB: EXIF orientation applied (as CVAT and COCO
-    annotate it), 16-bit samples scaled to 8 bits, transparency composited on
-    :data:`BACKGROUND` (what would otherwise lie under it is arbitrary)."""
+    annotate it), 16-bit samples scaled to 8 bits, transparency (an alpha channel, or a
+    transparent colour or palette entry) composited on :data:`BACKGROUND` (what would
+    otherwise lie under it is arbitrary)."""
     img = ImageOps.exif_transpose(img)
     if img.mode in _WIDE_MODES:
         img = _eight_bit(img)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
@@ -69,26 +76,46 @@ def as_rgb(img: Image.Image) -> Image.Image:
 
 
 def displayed_size(img: Image.Image) -> tuple[int, int]:
-    """Width and height after the EXIF orientation (read from the header, nothing decoded)."""
+    """Width and height after the EXIF orientation, from the header (nothing decoded). Pillow's
+    TIFF reader already reports the oriented size."""
     orientation = img.getexif().get(ORIENTATION_TAG, 1)
-    return (img.height, img.width) if orientation in (5, 6, 7, 8) else (img.width, img.height)
+    if img.format == "TIFF" or orientation not in (5, 6, 7, 8):
+        return img.width, img.height
+    return img.height, img.width
+
+
+# open_checked refuses such an image itself (one line, a counted skip): no second warning
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class TooLarge(DataError):
     """An image beyond the decoder's pixel limit: skipped and counted, like a broken file."""
 
 
-def open_rgb(source: Any) -> Image.Image:
-    """Decode a path or encoded bytes with :func:`as_rgb`; DataError naming the file when it
-    cannot be decoded or is too large for the decoder's limit (``PIL.Image.MAX_IMAGE_PIXELS``,
-    which guards against decompression bombs)."""
+def open_checked(source: Any) -> tuple[Image.Image, str]:
+    """The image (a path or encoded bytes) decoded by :func:`as_rgb`, and the file's own mode.
+
+    DataError naming the file when it cannot be decoded; :class:`TooLarge` when it has more
+    pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 million; a guard against decompression
+    bombs, checked on the header before anything is decoded)."""
     try:
         with Image.open(source) as img:
-            return as_rgb(img)
-    except Image.DecompressionBombError as exc:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:
+                raise TooLarge(
+                    f"{source}: {TOO_LARGE} ({img.width} x {img.height} pixels; "
+                    f"PIL.Image.MAX_IMAGE_PIXELS is {limit})"
+                )
+            return as_rgb(img), img.mode
+    except Image.DecompressionBombError as exc:  # over twice the limit: refused by Image.open
         raise TooLarge(f"{source}: {TOO_LARGE} ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{source}: cannot decode image ({exc})") from exc
+
+
+def open_rgb(source: Any) -> Image.Image:
+    """:func:`open_checked`'s decoded image: what every reader of images uses."""
+    return open_checked(source)[0]
 
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:

@@ -70,20 +70,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, then raise KeyboardInterrupt. For writers
-    that call back into Python (torch saving to a file object turns a KeyboardInterrupt
-    raised in its write callback into an opaque RuntimeError): the file is finished, or
-    removed by :func:`atomic_path`, and the interrupt still ends the stage."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives signals
+    that call back into Python: a KeyboardInterrupt raised inside torch's write callback
+    comes out of ``torch.save`` as an opaque RuntimeError ("unexpected pos"). Only where
+    Ctrl-C would raise KeyboardInterrupt (Python's default handler, in the main thread): an
+    ignored SIGINT stays ignored, another handler or an enclosing deferral stays in charge."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Any]:
+    """A binary file object whose contents replace ``path`` only when the block succeeds; for
+    writers that take a file object (torch.save, torch.jit.save), so that a full disk is an
+    OSError ENOSPC (a :class:`WriteFailed`) and Ctrl-C waits for the file to be whole."""
+    with interrupts_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
 
 
 def write_json(path: str | Path, data: Any) -> None:

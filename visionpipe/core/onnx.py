@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from visionpipe.core.errors import UserError
-from visionpipe.core.io import atomic_path, interrupts_deferred
+from visionpipe.core.io import atomic_file, atomic_path
 from visionpipe.core.runtimes import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,7 @@ def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings from library models are expected
         traced = torch.jit.trace(model.eval(), example)
-    # a file object: a full disk is OSError ENOSPC; Ctrl-C waits for the file to be written
-    with interrupts_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_file(path) as handle:
         torch.jit.save(traced, handle)
 
 

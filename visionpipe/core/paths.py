@@ -9,13 +9,14 @@ tracked file is a link into it.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
+
+_LOOKUP = threading.Lock()  # images are checked in threads: one Repo() opened, once
 
 
 @functools.cache
-def _dvc_cache_dir() -> Path | None:
-    """The local DVC cache of the repository around the working directory (None outside one);
-    DVC is imported only when a link leading out is found."""
+def _find_dvc_cache() -> Path | None:
     try:
         from dvc.repo import Repo
 
@@ -23,6 +24,13 @@ def _dvc_cache_dir() -> Path | None:
             return Path(repo.cache.local_cache_dir).resolve()
     except Exception:  # noqa: BLE001 - no repo, no cache: nothing more is allowed
         return None
+
+
+def _dvc_cache_dir() -> Path | None:
+    """The local DVC cache of the repository around the working directory (None outside one);
+    DVC is imported only when a link leading out is found."""
+    with _LOOKUP:
+        return _find_dvc_cache()
 
 
 def _within(path: Path, folder: Path) -> bool:

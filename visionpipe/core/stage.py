@@ -34,6 +34,7 @@ def run_stage(
     )
     args = parser.parse_args(argv)
     setup_logging()
+    params = None
     try:
         params = load_params(args.params)
         log.info("stage %s: %s valid", name, args.params)
@@ -43,9 +44,11 @@ def run_stage(
         sys.exit(2)
     except KeyboardInterrupt:
         state = getattr(args, "state", None)
+        resumes = params is not None and params.train.resume
         kept = (
-            f"; the training state {state} is kept, and `dvc repro` resumes from its last epoch"
-            if state and Path(state).is_file()
+            f"; the training state {state} is kept, and `dvc repro` resumes from its last "
+            "epoch when params and data are unchanged"
+            if resumes and state and Path(state).is_file()
             else ""
         )
         print(f"interrupted: stage {name} stopped (Ctrl-C){kept}", file=sys.stderr)

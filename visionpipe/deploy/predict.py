@@ -54,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the images predicted so far are kept, in --out too
         interrupted = True
     if args.out:
-        with atomic_path(args.out) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        try:
+            with atomic_path(args.out) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        except OSError as exc:  # WriteFailed (a full disk) says it in one line already
+            print(
+                f"error: {exc if isinstance(exc, UserError) else f'{args.out}: {exc}'}",
+                file=sys.stderr,
+            )
+            return 2
     failed = sum("error" in r for r in records)
     low = sum(bool(r.get("low_confidence")) for r in records)
     log.info(

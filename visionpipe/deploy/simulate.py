@@ -68,19 +68,21 @@ def simulate(
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Process one frame per interval; a frame whose work overruns the interval is a miss."""
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+    """Process one frame per interval; a frame whose work overruns the interval is a miss.
+    Ctrl-C stops the belt: the frames logged so far are summarized (``interrupted``)."""
     latencies, missed, bad, low = [], 0, 0, 0
     start = clock()
     finished = start  # end of the last frame's work: the wait for a frame that never came
     # (the source is lazy, so its end shows only when the next frame is due) is not counted
-    with csv_path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
-        source, count, interrupted = iter(frames), 0, False
-        try:  # Ctrl-C stops the belt: the frames logged so far are summarized
+    count, interrupted = 0, False
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+        with csv_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            source = iter(frames)
             while True:
                 i = count
                 due = start + i * interval_ms / 1000
@@ -100,29 +102,22 @@ def simulate(
                     "latency_ms": round(took_ms, 3),  # decode + model: the frame's whole work
                     "missed_interval": took_ms > interval_ms,
                 }
+                writer.writerow(row)
+                handle.flush()
+                # a frame counts once it is logged, in every counter at once
+                count += 1
                 if "error" in record:
                     bad += 1
-                    log.warning("frame %d skipped: %s", i, record["error"])
                 else:
                     latencies.append(took_ms)
                     low += bool(record.get("low_confidence"))
                     missed += row["missed_interval"]
-                    flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
-                    said = (
-                        f"{record['target']} {record['value']:.4g}"
-                        if "value" in record
-                        else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
-                    )
-                    print(
-                        f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}",
-                        flush=True,
-                    )
-                writer.writerow(row)
-                handle.flush()
-                count += 1  # a frame counts once it is logged
                 finished = clock()
-        except KeyboardInterrupt:
-            interrupted = True
+                _print_frame(i, frame, record, took_ms)
+    except KeyboardInterrupt:
+        interrupted = True
+    except OSError as exc:
+        raise UserError(f"{csv_path}: cannot write the log ({exc.strerror or exc})") from None
     duration = finished - start
     return {
         "frames": count,
@@ -139,6 +134,19 @@ def simulate(
         "missed_interval": missed,
         "interrupted": interrupted,
     }
+
+
+def _print_frame(i: int, frame: Frame, record: dict[str, Any], took_ms: float) -> None:
+    if "error" in record:
+        log.warning("frame %d skipped: %s", i, record["error"])
+        return
+    flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
+    said = (
+        f"{record['target']} {record['value']:.4g}"
+        if "value" in record
+        else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
+    )
+    print(f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,10 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         frames = open_frames(args.frames, predictor, root=args.root)
         frames = itertools.islice(frames, args.max_frames or None)
         summary = simulate(predictor, frames, args.interval_ms, args.threshold, Path(args.csv))
+        write_json(args.summary, summary)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json(args.summary, summary)
+    except KeyboardInterrupt:  # before the first frame (loading the model, listing frames)
+        print("interrupted before the first frame (Ctrl-C)", file=sys.stderr)
+        return 130
     log.info("summary: %s", summary)
     if summary["interrupted"]:
         print(f"interrupted after {summary['frames']} frames (Ctrl-C)", file=sys.stderr)

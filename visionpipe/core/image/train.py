@@ -125,27 +125,29 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
         if live is None:
             distributed.finish(dist)
             return
+        built.model.load_state_dict(result.best_state)
+        meta = {
+            "task": task.name,
+            "arch": m.arch,
+            "num_outputs": len(labels),
+            "labels": labels,
+            "image_size": size,
+            "dropout": m.dropout,
+            "head_hidden": hidden,
+            **target_meta,
+            "input": (
+                "RGB float or uint8, 0..255, N x 3 x H x W (normalization is inside the model)"
+            ),
+            "initial_weights": built.weights_source,
+            "num_parameters": num_parameters,
+            "dataset_fingerprint": dataset,
+            "dataset": {"train_images": len(train_m), "val_images": len(val_m)},
+            **run_record(result, monitor, params, dist, device, threads),
+        }
+        save_checkpoint(args.model, built.model, meta)
+        write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})
+        # last: the metrics file, written as the block ends, is the saved model's result
         headline_summary(live, result, monitor)
-
-    built.model.load_state_dict(result.best_state)
-    meta = {
-        "task": task.name,
-        "arch": m.arch,
-        "num_outputs": len(labels),
-        "labels": labels,
-        "image_size": size,
-        "dropout": m.dropout,
-        "head_hidden": hidden,
-        **target_meta,
-        "input": "RGB float or uint8, 0..255, N x 3 x H x W (normalization is inside the model)",
-        "initial_weights": built.weights_source,
-        "num_parameters": num_parameters,
-        "dataset_fingerprint": dataset,
-        "dataset": {"train_images": len(train_m), "val_images": len(val_m)},
-        **run_record(result, monitor, params, dist, device, threads),
-    }
-    save_checkpoint(args.model, built.model, meta)
-    write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})
     distributed.finish(dist)
     log_best(result, params, monitor, args.model)
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from visionpipe.core.errors import DataError
-from visionpipe.core.images import IMAGE_EXTENSIONS, TOO_LARGE, displayed_size
+from visionpipe.core.images import IMAGE_EXTENSIONS, TooLarge, open_checked
 from visionpipe.core.paths import link_outside
 
 log = logging.getLogger(__name__)
@@ -62,21 +61,21 @@ def _detect_layout(root: Path) -> tuple[str, dict[str, Path]]:
 
 
 def check_image(path: Path, root: Path | None = None) -> tuple[int, int, str] | str:
-    """Fully decode an image; return (displayed width, height, mode) or the reason it is
-    unusable: broken, too large for the decoder, or (given ``root``) a link leading out of it."""
+    """Decode an image as training will (:func:`~visionpipe.core.images.open_checked`); return
+    its (width, height) as decoded and the file's mode, or the reason it is unusable: broken,
+    too large for the decoder, or (given ``root``) a link leading out of it."""
     if root is not None and (outside := link_outside(path, root)):
         return outside
     try:
-        with Image.open(path) as img:
-            img.load()
-            width, height = displayed_size(img)
-            return width, height, img.mode
-    except Image.DecompressionBombError as exc:
-        return f"{TOO_LARGE}: {exc}"
+        rgb, mode = open_checked(path)
+        return rgb.width, rgb.height, mode
+    except TooLarge as exc:
+        return str(exc).removeprefix(f"{path}: ")
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             return f"not an image file ({path.suffix or 'no extension'})"
-        return f"corrupt or truncated image: {type(exc).__name__}: {exc}"
+        cause = exc.__cause__ if isinstance(exc, DataError) and exc.__cause__ else exc
+        return f"corrupt or truncated image: {type(cause).__name__}: {cause}"
 
 
 def scan_folder(root: str | Path, workers: int = 4) -> ScanResult:

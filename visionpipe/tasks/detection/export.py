@@ -29,8 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from visionpipe.core.coco import read_split_coco
+from visionpipe.core.errors import WriteFailed
 from visionpipe.core.images import DECODING
-from visionpipe.core.io import atomic_path, interrupts_deferred, write_csv, write_json
+from visionpipe.core.io import atomic_file, atomic_path, write_csv, write_json
 from visionpipe.core.params import Params
 from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import (
@@ -87,8 +88,7 @@ def export_torchscript(model: nn.Module, example: Tensor, path: str | Path) -> N
         scripted = torch.jit.script(_single_image(model))
         with torch.no_grad():
             scripted(example.float())
-    # a file object: a full disk is OSError ENOSPC; Ctrl-C waits for the file to be written
-    with interrupts_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_file(path) as handle:
         torch.jit.save(scripted, handle)
 
 
@@ -115,6 +115,8 @@ def try_export(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:
     a format that cannot be exported is recorded instead of failing the pipeline."""
     try:
         fn(*args, **kwargs)
+    except WriteFailed:  # a full disk is no property of the format: the stage stops
+        raise
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported, not raised
         lines = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")

@@ -82,34 +82,36 @@ def train(params: Params, args: argparse.Namespace) -> None:
         if live is None:
             distributed.finish(dist)
             return
+        built.model.load_state_dict(result.best_state)
+        meta = {
+            "task": task.name,
+            "arch": built.arch,
+            "labels": parts,
+            "num_parts": len(parts),
+            "states": states,
+            "num_states": len(states),
+            "min_size": cfg.min_size,
+            "max_size": cfg.max_size,
+            "trainable_layers": t.trainable_layers,
+            "score_threshold": cfg.score_threshold,
+            "input": (
+                "list of RGB float images 3 x H x W, 0..255 (normalization is inside the model)"
+            ),
+            "initial_weights": built.weights_source,
+            "num_parameters": count_parameters(built.model),
+            "dataset_fingerprint": dataset,
+            "dataset": {
+                "train_images": len(train_set),
+                "val_images": len(val_set),
+                "train_boxes": len(train_gt["annotations"]),
+                "val_boxes": len(val_gt["annotations"]),
+            },
+            **run_record(result, monitor, params, dist, device, threads),
+            "detection_params": as_dict(cfg),
+        }
+        save_checkpoint(args.model, built.model, meta)
+        write_json(args.class_index, {str(i + 1): part for i, part in enumerate(parts)})
+        # last: the metrics file, written as the block ends, is the saved model's result
         headline_summary(live, result, monitor)
-
-    built.model.load_state_dict(result.best_state)
-    meta = {
-        "task": task.name,
-        "arch": built.arch,
-        "labels": parts,
-        "num_parts": len(parts),
-        "states": states,
-        "num_states": len(states),
-        "min_size": cfg.min_size,
-        "max_size": cfg.max_size,
-        "trainable_layers": t.trainable_layers,
-        "score_threshold": cfg.score_threshold,
-        "input": "list of RGB float images 3 x H x W, 0..255 (normalization is inside the model)",
-        "initial_weights": built.weights_source,
-        "num_parameters": count_parameters(built.model),
-        "dataset_fingerprint": dataset,
-        "dataset": {
-            "train_images": len(train_set),
-            "val_images": len(val_set),
-            "train_boxes": len(train_gt["annotations"]),
-            "val_boxes": len(val_gt["annotations"]),
-        },
-        **run_record(result, monitor, params, dist, device, threads),
-        "detection_params": as_dict(cfg),
-    }
-    save_checkpoint(args.model, built.model, meta)
-    write_json(args.class_index, {str(i + 1): part for i, part in enumerate(parts)})
     distributed.finish(dist)
     log_best(result, params, monitor, args.model)
