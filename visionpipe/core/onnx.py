@@ -28,8 +28,15 @@ def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings from library models are expected
         traced = torch.jit.trace(model.eval(), example)
-    with atomic_file(path) as handle:
-        torch.jit.save(traced, handle)
+    save_scripted(traced, path)
+
+
+def save_scripted(module: torch.jit.ScriptModule, path: Path) -> None:
+    """Write a traced or scripted module atomically, through a file object (see
+    :func:`~visionpipe.core.io.atomic_file`)."""
+    with atomic_file(path) as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        torch.jit.save(module, handle)
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:

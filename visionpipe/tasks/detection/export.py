@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from visionpipe.core.coco import read_split_coco
 from visionpipe.core.errors import WriteFailed
 from visionpipe.core.images import DECODING
-from visionpipe.core.io import atomic_file, atomic_path, write_csv, write_json
+from visionpipe.core.io import atomic_path, write_csv, write_json
+from visionpipe.core.onnx import save_scripted
 from visionpipe.core.params import Params
 from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import (
@@ -88,8 +89,7 @@ def export_torchscript(model: nn.Module, example: Tensor, path: str | Path) -> N
         scripted = torch.jit.script(_single_image(model))
         with torch.no_grad():
             scripted(example.float())
-    with atomic_file(path) as handle:
-        torch.jit.save(scripted, handle)
+    save_scripted(scripted, path)
 
 
 def export_onnx(model: nn.Module, example: Tensor, path: str | Path, opset: int) -> None:
