@@ -106,6 +106,9 @@ class Data:
     """
 
     path: str = "data/raw"
+    # the folder inside path that the table's and annotation file's image paths resolve
+    # against ("": path itself), e.g. "images" for a sheet or a CVAT export beside images/
+    images: str = ""
     table: str = ""  # "": class folders (classification); else a .csv/.xlsx file inside path
     sheet: str = ""  # Excel sheet name ("": the first sheet)
     image_column: str = "image"

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.io import significant
-from visionpipe.core.paths import link_outside
+from visionpipe.core.paths import images_folder, link_outside, under_images
 from visionpipe.core.sources.folder import MANIFEST_COLUMNS, ScanResult, check_image, data_report
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,11 @@ def _where(table: Path | str, row: int) -> str:
     return f"{table} row {row}" if str(table) else f"row {row}"
 
 
-def resolve_image_path(value: Any, root: Path, row: int, table: Path | str = "") -> str:
-    """The image path of one row as a posix path relative to ``root`` (``data.path``).
+def resolve_image_path(
+    value: Any, root: Path, row: int, table: Path | str = "", images: str = ""
+) -> str:
+    """The image path of one row as a posix path relative to ``root`` (``data.path``), read
+    relative to ``images`` (``data.images``, a folder inside ``root``; "" for ``root``).
 
     Rejected (DataError naming the row): empty, absolute, or escaping ``root`` after
     normalization. Links leading out of ``root`` are caught when the image is checked.
@@ -159,9 +162,10 @@ def resolve_image_path(value: Any, root: Path, row: int, table: Path | str = "")
     text = raw.replace("\\", "/")
     if text.startswith("/") or PureWindowsPath(raw).is_absolute():
         raise DataError(
-            f"{where}: image path '{raw}' is absolute; write it relative to data.path ({root})"
+            f"{where}: image path '{raw}' is absolute; write it relative to "
+            + (f"data.images ({images})" if images else f"data.path ({root})")
         )
-    norm = posixpath.normpath(text)
+    norm = under_images(images, posixpath.normpath(text))
     if norm == ".." or norm.startswith("../"):
         raise DataError(f"{where}: image path '{raw}' escapes data.path")
     return norm
@@ -200,13 +204,16 @@ def scan_table(
     label_column: str = "label",
     classes: Sequence[str] = (),
     workers: int = 4,
+    images: str = "",
 ) -> ScanResult:
-    """Classification samples from a labels table inside ``root``, every image decoded once.
+    """Classification samples from a labels table inside ``root``, every image decoded once;
+    image paths are relative to ``images`` (``data.images``) and made relative to ``root``.
 
     Rows without a label, rows whose file is missing and undecodable files are skipped and listed
     with their row; a bad path, a label outside ``classes`` or an image listed twice is an error.
     """
     root, path = _locate_table(root, table)
+    images = images_folder(root, images)
     frame = read_table(path, sheet)
     require_columns(
         frame, {"data.image_column": image_column, "data.label_column": label_column}, path
@@ -227,7 +234,7 @@ def scan_table(
         if not label:
             skipped.append({"path": cell_text(image_value), "reason": MISSING_LABEL, "row": row})
             continue
-        rel = resolve_image_path(image_value, root, row, table=path)
+        rel = resolve_image_path(image_value, root, row, path, images)
         if allowed and label not in allowed:
             raise DataError(
                 f"{path} row {row}: label '{label}' is not in data.classes ({', '.join(allowed)})"
@@ -346,8 +353,10 @@ def scan_regression_table(
     group_column: str = "",
     metadata_columns: Sequence[str] = (),
     workers: int = 4,
+    images: str = "",
 ) -> ScanResult:
-    """Regression samples (a numeric target per image) from a table inside ``root``.
+    """Regression samples (a numeric target per image) from a table inside ``root``; image
+    paths as in :func:`scan_table`.
 
     Skipped and listed with their row: an empty or non-numeric target (numbers stored as text,
     like "12.5", are fine; "n/a", "12,5kg", "inf" are not), an empty group (when
@@ -361,6 +370,7 @@ def scan_regression_table(
         metadata_columns = [metadata_columns]
     metadata = list(dict.fromkeys(str(c) for c in metadata_columns))
     root, path = _locate_table(root, table)
+    images = images_folder(root, images)
     frame = read_table(path, sheet)
     keys = {"data.image_column": image_column, "data.target_column": target_column}
     if group_column:
@@ -394,7 +404,7 @@ def scan_regression_table(
             reason = target if isinstance(target, str) else MISSING_GROUP
             skipped.append({"path": cell_text(image_value), "reason": reason, "row": row})
             continue
-        rel = resolve_image_path(image_value, root, row, table=path)
+        rel = resolve_image_path(image_value, root, row, path, images)
         if rel in first_row:
             raise DataError(f"{path} rows {first_row[rel]} and {row}: image '{rel}' listed twice")
         first_row[rel] = row

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from visionpipe.core.errors import DataError
+from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.sources.folder import ScanResult, data_report, scan_folder
 from visionpipe.core.sources.table import scan_table, table_report
 from visionpipe.core.task import TaskData
@@ -21,8 +21,21 @@ class ClassificationData(TaskData):
         """Labels from ``data.table`` when it is set, else from the class folders."""
         d = params.data
         if d.table:
-            result = scan_table(d.path, d.table, d.sheet, d.image_column, d.label_column, d.classes)
+            result = scan_table(
+                d.path,
+                d.table,
+                d.sheet,
+                d.image_column,
+                d.label_column,
+                d.classes,
+                images=d.images,
+            )
             return result, table_report(result)
+        if d.images:
+            raise UserError(
+                f"data.images '{d.images}': tables and annotation files use it; class folders "
+                "are read from data.path (set data.path to the folder of class folders)"
+            )
         result = scan_folder(d.path)
         extra = [c for c in result.classes if d.classes and c not in d.classes]
         if extra:

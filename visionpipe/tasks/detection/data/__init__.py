@@ -41,7 +41,7 @@ class DetectionData(TaskData):
         root = Path(d.path)
         if not root.is_dir():
             raise UserError(f"data.path: {root} is not a folder")
-        found = scan_coco(root, d.annotations, d.state_key, list(d.states))
+        found = scan_coco(root, d.annotations, d.state_key, list(d.states), images=d.images)
         parts = [c["name"] for c in sorted(found.coco["categories"], key=lambda c: c["id"])]
         if len(found.manifest) < 3:
             raise UserError(

@@ -1,6 +1,9 @@
-"""Detection annotations (COCO JSON, or a simple per-image JSON) as a cleaned COCO dict.
+"""Detection annotations (COCO JSON, a simple per-image JSON, or Pascal VOC XML) as a cleaned
+COCO dict.
 
-Two input formats inside the data root, told apart by the top-level JSON type:
+Three input formats inside the data root: a folder is Pascal VOC (converted by
+:func:`~visionpipe.tasks.detection.data.voc_source.voc_to_coco`); a JSON file is told apart by
+its top-level type:
 
 * COCO JSON (a dict with ``images``, ``annotations``, ``categories``; segmentation and other
   keys are ignored). The state of a box is ``ann["attributes"][state_key]`` (CVAT's COCO export)
@@ -34,8 +37,9 @@ from tqdm import tqdm
 from visionpipe.core.coco import COCO_KEYS, read_coco
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.images import displayed_size
-from visionpipe.core.paths import link_outside
+from visionpipe.core.paths import images_folder, link_outside, under_images
 from visionpipe.core.sources.folder import check_image
+from visionpipe.tasks.detection.data.voc_source import voc_to_coco
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +74,9 @@ def _int_field(item: dict, key: str, what: str) -> int:
     return value
 
 
-def _relative(file_name: Any, what: str) -> str:
-    """``file_name`` as a normalized posix path that stays inside the data root (lexically)."""
+def _relative(file_name: Any, what: str, images: str = "") -> str:
+    """``file_name`` (relative to ``images``, the data.images folder) as a normalized posix
+    path relative to the data root that stays inside it (lexically)."""
     if not isinstance(file_name, str) or not file_name.strip():
         raise UserError(f"{what}: file name must be a non-empty string, got {file_name!r}")
     text = file_name.strip().replace("\\", "/")
@@ -79,7 +84,7 @@ def _relative(file_name: Any, what: str) -> str:
         raise UserError(
             f"{what}: path '{file_name}' is absolute; write it relative to the data root"
         )
-    norm = posixpath.normpath(text)
+    norm = under_images(images, posixpath.normpath(text))
     if norm in (".", "..") or norm.startswith("../"):
         raise UserError(f"{what}: path '{file_name}' escapes the data root")
     return norm
@@ -111,7 +116,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         return 0, 0
 
 
-def simple_to_coco(records: Any, root: str | Path, state_key: str) -> dict:
+def simple_to_coco(records: Any, root: str | Path, state_key: str, images_dir: str = "") -> dict:
     """Convert the simple per-image JSON to a (raw, not yet validated) COCO dict.
 
     Image ids 1.. in record order, annotation ids 1.. in order, categories the sorted unique
@@ -142,7 +147,8 @@ def simple_to_coco(records: Any, root: str | Path, state_key: str) -> dict:
     category_ids = {name: i for i, name in enumerate(names, start=1)}
     images, annotations = [], []
     for image_id, (file_name, parts) in enumerate(parsed, start=1):
-        width, height = _image_size(root / _relative(file_name, f"record {image_id}"))
+        rel = _relative(file_name, f"record {image_id}", images_dir)
+        width, height = _image_size(root / rel)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for part in parts:
             ann = {
@@ -221,7 +227,7 @@ def _clean_categories(raw: Any) -> list[dict]:
     return [{"id": cid, "name": categories[cid]} for cid in sorted(categories)]
 
 
-def _clean_images(raw: Any) -> dict[int, dict]:
+def _clean_images(raw: Any, images_dir: str = "") -> dict[int, dict]:
     if not isinstance(raw, list):
         raise UserError("'images' must be a list")
     images: dict[int, dict] = {}
@@ -233,7 +239,7 @@ def _clean_images(raw: Any) -> dict[int, dict]:
         what = f"image {iid}"
         if iid in images:
             raise UserError(f"{what}: duplicate image id")
-        rel = _relative(item.get("file_name"), what)
+        rel = _relative(item.get("file_name"), what, images_dir)
         if rel in files:
             raise UserError(f"{what}: file '{rel}' is also image {files[rel]}")
         for key in ("width", "height"):
@@ -396,7 +402,8 @@ def _annotations_path(root: Path, annotations: str) -> Path:
     absolute = text.startswith("/") or PureWindowsPath(str(annotations)).is_absolute()
     if not norm or absolute or norm in (".", "..") or norm.startswith("../"):
         raise UserError(
-            f"data.annotations '{annotations}': expected a JSON file inside the data root ({root})"
+            f"data.annotations '{annotations}': expected a JSON file inside the data root "
+            f"({root}), or a folder of Pascal VOC XML files"
         )
     path = root / norm
     if path.exists() and (outside := link_outside(path, root)):
@@ -410,22 +417,29 @@ def scan_coco(
     state_key: str,
     states: Sequence[str],
     workers: int = 4,
+    images: str = "",
 ) -> CocoScan:
-    """Read and clean the annotations file ``annotations`` (relative to ``root``).
+    """Read and clean the annotations file ``annotations`` (relative to ``root``, e.g.
+    ``annotations/instances_default.json`` of a CVAT export); its image file names are
+    relative to ``images`` (``data.images``, e.g. ``images``), the manifest's to ``root``.
 
     Raises UserError (one line naming the file and the annotation or image id) for structural
     errors and unknown states; repairs and counts everything else (see the module docstring).
     """
     root = Path(root)
     path = _annotations_path(root, annotations)
+    images_dir = images_folder(root, images)
     if not state_key:
         raise UserError("data.state_key: must not be empty")
     if not states or len(set(states)) != len(states):
         raise UserError(f"data.states: expected distinct state names, got {list(states)!r}")
-    raw = read_coco(path)
+    # a folder of Pascal VOC XML files is converted first (its errors name the XML file)
+    raw = voc_to_coco(path, state_key) if path.is_dir() else read_coco(path)
     try:
-        if isinstance(raw, list):
-            fmt, raw = "simple", simple_to_coco(raw, root, state_key)
+        if path.is_dir():
+            fmt = "voc"
+        elif isinstance(raw, list):
+            fmt, raw = "simple", simple_to_coco(raw, root, state_key, images_dir)
         elif isinstance(raw, dict):
             fmt = "coco"
             if missing := [k for k in COCO_KEYS if k not in raw]:
@@ -435,7 +449,7 @@ def scan_coco(
                 f"expected a COCO object or a list of image records, got {type(raw).__name__}"
             )
         categories = _clean_categories(raw["categories"])
-        images = _clean_images(raw["images"])
+        images = _clean_images(raw["images"], images_dir)
         parsed = _parse_annotations(raw["annotations"], images, state_key, states)
     except UserError as exc:
         raise type(exc)(f"{path}: {exc}") from None

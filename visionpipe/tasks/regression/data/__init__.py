@@ -32,6 +32,7 @@ class RegressionData(TaskData):
             d.target_column,
             d.group_column,
             d.metadata_columns,
+            images=d.images,
         )
         return result, regression_report(result)
 

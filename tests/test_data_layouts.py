@@ -1,0 +1,246 @@
+"""Users' own layouts through the real prepare and split stage commands: a sheet beside an
+images/ folder naming bare files, a CVAT COCO export (annotations/ beside images/), and
+data.images errors (issue #14, point 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_class_folders, write_image
+from tests.test_prepare import run_stage_cli
+from visionpipe.core.params import Params, as_dict
+from visionpipe.tasks.detection.data.coco_source import scan_coco
+
+STATES = ["intact", "damaged", "absent", "occluded"]
+
+
+def prepare_and_split(tmp_path: Path, raw: dict) -> tuple[pd.DataFrame, dict, dict]:
+    """The manifest, the data report and the split manifests (or COCO files) by split."""
+    out, report = tmp_path / "prepared", tmp_path / "report.json"
+    proc = run_stage_cli(
+        tmp_path, raw, "stages.prepare", "--out", str(out), "--report", str(report)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    splits = tmp_path / "splits"
+    proc = run_stage_cli(
+        tmp_path, raw, "stages.split", "--prepared", str(out), "--out", str(splits)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    found = {p.stem: p for p in splits.iterdir()}
+    return manifest, json.loads(report.read_text()), found
+
+
+def params(task: str, **data) -> dict:
+    raw = as_dict(Params())
+    raw["base"]["task"] = task
+    raw["data"].update(data)
+    return raw
+
+
+def test_a_sheet_beside_images_naming_bare_files(tmp_path):
+    """Biomass-style: metadata.xlsx beside images/, bare file names, plant ids, a missing
+    target and a missing file; the split is grouped by plant."""
+    root = tmp_path / "biomass"
+    rows = []
+    for plant in range(1, 7):
+        for shot in range(3):
+            name = f"p{plant:03d}_s{shot:02d}.png"
+            write_image(root / "images" / name, value=20 * plant + shot)
+            rows.append({"file": name, "plant": f"P{plant}", "fresh_weight": 1.5 * plant + shot})
+    rows.append({"file": "p099_s00.png", "plant": "P9", "fresh_weight": 3.0})  # no such file
+    rows.append({"file": "p001_s00.png", "plant": "P1", "fresh_weight": None})  # no target
+    rows[-1]["file"] = "p001_s09.png"
+    write_image(root / "images" / "p001_s09.png")
+    pd.DataFrame(rows).to_excel(root / "metadata.xlsx", index=False, sheet_name="weights")
+    raw = params(
+        "regression",
+        path=str(root),
+        images="images",
+        table="metadata.xlsx",
+        sheet="weights",
+        image_column="file",
+        target_column="fresh_weight",
+        group_column="plant",
+        metadata_columns=[],
+    )
+    manifest, report, splits = prepare_and_split(tmp_path, raw)
+    assert len(manifest) == 18
+    assert manifest["path"].str.startswith("images/p").all()
+    assert report["num_missing_file"] == 1 and report["num_missing_target"] == 1
+    by_split = {name: pd.read_csv(path, keep_default_na=False) for name, path in splits.items()}
+    assert sum(len(f) for f in by_split.values()) == 18
+    groups = [set(f["group"]) for f in by_split.values()]
+    assert all(not (a & b) for i, a in enumerate(groups) for b in groups[i + 1 :])
+
+
+def test_a_classification_csv_beside_images(tmp_path):
+    root = tmp_path / "trash"
+    make_class_folders(root / "images", {"glass": 6, "paper": 6})
+    rows = [
+        {"image": f"{label}/{label}_{i:03d}.png", "label": label}
+        for label in ("glass", "paper")
+        for i in range(6)
+    ]
+    rows.append({"image": "../outside.png", "label": "glass"})  # images/../outside.png: inside
+    write_image(root / "outside.png")
+    (root / "meta").mkdir()  # the table in a subfolder of data.path
+    pd.DataFrame(rows).to_csv(root / "meta" / "labels.csv", index=False)
+    raw = params("classification", path=str(root), images="images", table="meta/labels.csv")
+    manifest, report, splits = prepare_and_split(tmp_path, raw)
+    assert len(manifest) == 13 and "outside.png" in set(manifest["path"])
+    assert manifest["path"].str.startswith("images/").sum() == 12
+    assert report["images_per_class"] == {"glass": 7, "paper": 6}
+    assert sum(len(pd.read_csv(p)) for p in splits.values()) == 13
+
+
+def test_a_cvat_coco_export(tmp_path):
+    """annotations/instances_default.json beside images/, bare file names, the state as an
+    attribute; an image listed but not exported counts as missing."""
+    root = tmp_path / "bikes"
+    images, annotations = [], []
+    for i in range(1, 7):
+        write_image(root / "images" / f"frame_{i:06d}.jpg", value=30 * i, size=(48, 32), mode="RGB")
+        images.append({"id": i, "file_name": f"frame_{i:06d}.jpg", "width": 48, "height": 32})
+        state = "damaged" if i % 2 else "intact"
+        annotations.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1 + i % 2,
+                "bbox": [4.0, 4.0, 20.0, 12.0],
+                "area": 240.0,
+                "iscrowd": 0,
+                "attributes": {"occluded": False, "state": state},
+            }
+        )
+    images.append({"id": 7, "file_name": "frame_000007.jpg", "width": 48, "height": 32})
+    coco = {
+        "licenses": [],
+        "info": {},
+        "categories": [{"id": 1, "name": "wheel"}, {"id": 2, "name": "saddle"}],
+        "images": images,
+        "annotations": annotations,
+    }
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(coco))
+    raw = params(
+        "detection",
+        path=str(root),
+        images="images",
+        annotations="annotations/instances_default.json",
+    )
+    manifest, report, splits = prepare_and_split(tmp_path, raw)
+    assert len(manifest) == 6 and manifest["path"].str.startswith("images/frame_").all()
+    assert report["images"]["missing"] == 1 and report["annotations"]["kept"] == 6
+    assert report["parts"] == {"wheel": 3, "saddle": 3}
+    split_images = [
+        json.loads(p.read_text())["images"] for p in splits.values() if p.suffix == ".json"
+    ]
+    assert sum(len(i) for i in split_images) == 6
+    assert all(i["file_name"].startswith("images/") for s in split_images for i in s)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ("pics", "data.images 'pics': no such folder in data.path"),
+        ("../elsewhere", "data.images '../elsewhere': escapes data.path"),
+        ("/abs/images", "data.images '/abs/images': expected a folder inside data.path"),
+    ],
+)
+def test_bad_data_images_is_one_line(tmp_path, images, message):
+    root = make_class_folders(tmp_path / "d", {"a": 2, "b": 2})
+    pd.DataFrame({"image": ["a/a_000.png"], "label": ["a"]}).to_csv(
+        root / "labels.csv", index=False
+    )
+    raw = params("classification", path=str(root), images=images, table="labels.csv")
+    out = str(tmp_path / "p")
+    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def voc_xml(file_name: str, objects: list[tuple[str, list[float], str]], size=(48, 32)) -> str:
+    """A Pascal VOC file as CVAT exports it: the state as an object attribute."""
+    body = "".join(
+        f"<object><name>{name}</name><truncated>0</truncated><difficult>0</difficult>"
+        f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>"
+        f"<attributes><attribute><name>occluded</name><value>no</value></attribute>"
+        f"<attribute><name>state</name><value>{state}</value></attribute></attributes></object>"
+        for name, (x1, y1, x2, y2), state in objects
+    )
+    return (
+        f"<annotation><folder></folder><filename>{file_name}</filename>"
+        f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+        f"{body}</annotation>"
+    )
+
+
+def test_a_cvat_pascal_voc_export(tmp_path):
+    """Annotations/*.xml beside JPEGImages/, states as CVAT attributes; a box off the image is
+    clipped and counted as in COCO."""
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    for i in range(1, 7):
+        name = f"frame_{i:06d}.jpg"
+        write_image(root / "JPEGImages" / name, value=30 * i, size=(48, 32), mode="RGB")
+        objects = [("wheel", [2, 3, 22, 15], "intact"), ("saddle", [30, 4, 60, 20], "damaged")]
+        (root / "Annotations" / f"frame_{i:06d}.xml").write_text(voc_xml(name, objects))
+    raw = params("detection", path=str(root), images="JPEGImages", annotations="Annotations")
+    manifest, report, splits = prepare_and_split(tmp_path, raw)
+    assert report["format"] == "voc" and len(manifest) == 6
+    assert manifest["path"].str.startswith("JPEGImages/").all()
+    assert report["parts"] == {"saddle": 6, "wheel": 6}
+    assert report["states"] == {"intact": 6, "damaged": 6, "absent": 0, "occluded": 0}
+    assert report["annotations"]["clipped"] == 6  # the saddle boxes run past x = 48
+    test = json.loads(splits["test"].read_text())
+    wheel = next(a for a in test["annotations"] if a["category_id"] == 2)
+    assert wheel["bbox"] == [2.0, 3.0, 20.0, 12.0]
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        ("<annotation><filename>a.png", "bad.xml: not valid XML ("),
+        ("<root/>", "bad.xml: not a Pascal VOC file (root element <root>)"),
+        ("<annotation><size/></annotation>", "bad.xml: no <filename>"),
+        (
+            "<annotation><filename>a.png</filename><object><name>w</name></object></annotation>",
+            "bad.xml object 1 (w): no <bndbox>",
+        ),
+        (
+            "<annotation><filename>a.png</filename><object><name>w</name><bndbox><xmin>x</xmin>"
+            "</bndbox></object></annotation>",
+            "bad.xml object 1: <xmin> must be a number, got 'x'",
+        ),
+    ],
+)
+def test_bad_voc_files_are_one_line(tmp_path, xml, message):
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    write_image(root / "a.png")
+    (root / "Annotations" / "bad.xml").write_text(xml)
+    raw = params("detection", path=str(root), annotations="Annotations")
+    out = str(tmp_path / "p")
+    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_the_simple_format_with_an_images_folder(tmp_path):
+    root = tmp_path / "d"
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(root / "pics" / name, size=(40, 30), mode="RGB")
+    part = {"name": "wheel", "bbox": [1, 1, 10, 10], "state": "intact"}
+    records = [{"image": n, "parts": [part]} for n in ("a.png", "b.png", "c.png")]
+    (root / "ann.json").write_text(json.dumps(records))
+    scan = scan_coco(root, "ann.json", "state", STATES, workers=1, images="pics")
+    assert scan.manifest["path"].tolist() == ["pics/a.png", "pics/b.png", "pics/c.png"]
+    assert scan.manifest["width"].tolist() == [40, 40, 40]
+    assert scan.report["images"]["size_mismatch"] == 0
