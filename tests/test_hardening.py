@@ -180,6 +180,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch) -> No
 # --- Ctrl-C in the commands ----------------------------------------------------------------
 
 
+def ctrl_c_on_call(number: int, real):
+    """``real``, except that its call ``number`` raises KeyboardInterrupt (a Ctrl-C there)."""
+    calls = []
+
+    def wrapped(*args):
+        calls.append(1)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    return wrapped
+
+
 def test_ctrl_c_stops_the_conveyor_with_a_summary(exported, tmp_path, capsys, monkeypatch):
     folder = tmp_path / "frames"
     for i in range(5):
@@ -207,15 +220,9 @@ def test_ctrl_c_while_a_frame_is_predicted(exported, tmp_path, monkeypatch):
     folder = tmp_path / "frames"
     for i in range(4):
         write_image(folder / f"{i}.png", value=40 + i)
-    real, calls = simulate_module.predict_frame, []
-
-    def predict_frame(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(simulate_module, "predict_frame", predict_frame)
+    monkeypatch.setattr(
+        simulate_module, "predict_frame", ctrl_c_on_call(3, simulate_module.predict_frame)
+    )
     predictor = load_predictor(exported / "model.onnx", 1)
     frames = image_frames(sorted(folder.iterdir()), predictor)
     summary = simulate_module.simulate(predictor, frames, 1.0, 0.5, tmp_path / "log.csv")
@@ -237,15 +244,9 @@ def test_ctrl_c_in_predict_keeps_what_was_predicted(exported, tmp_path, capsys, 
     folder = tmp_path / "frames"
     for i in range(3):
         write_image(folder / f"{i}.png", value=40 + i)
-    real, calls = predict_module.predict_frame, []
-
-    def predict_frame(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(predict_module, "predict_frame", predict_frame)
+    monkeypatch.setattr(
+        predict_module, "predict_frame", ctrl_c_on_call(2, predict_module.predict_frame)
+    )
     out = tmp_path / "preds.jsonl"
     assert predict_main([str(exported / "model.onnx"), str(folder), "--out", str(out)]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted after 1 images (Ctrl-C)"
