@@ -41,6 +41,17 @@ def test_other_tasks_code_and_params_leave_the_pipeline_up_to_date(repo):
     assert stale(repo) == set()
 
 
+def test_bytecode_beside_the_code_is_no_change(repo):
+    """Python writes __pycache__/*.pyc beside every module it imports (unless
+    PYTHONDONTWRITEBYTECODE is set): that must not make every stage stale."""
+    for folder in ("visionpipe/core", "visionpipe/tasks/classification/data", "stages"):
+        cache = repo / folder / "__pycache__"
+        cache.mkdir(exist_ok=True)
+        (cache / "planted.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    (repo / "visionpipe/core/stray.pyc").write_bytes(b"\x00")
+    assert stale(repo) == set()
+
+
 def test_evaluate_code_reruns_evaluate_not_train(repo):
     touch(repo, "visionpipe/tasks/classification/evaluate.py")
     assert stale(repo) == {"evaluate"}
