@@ -21,20 +21,27 @@ PART_IMPORTS = {
 def layer(path: str) -> str:
     if path.startswith("stages/"):
         return "stages"
-    if path in ("visionpipe/__init__.py", "visionpipe/predict.py", "visionpipe/simulate.py"):
+    if path in (
+        "visionpipe/__init__.py",
+        "visionpipe/predict.py",
+        "visionpipe/simulate.py",
+        "visionpipe/init.py",
+    ):
         return "entry"
     if path == "visionpipe/tasks/__init__.py":
         return "registry"
-    return path.split("/")[1]  # core, deploy, embedded, tasks
+    return path.split("/")[1]  # core, deploy, embedded, onboard, tasks
 
 
 ALLOWED = {
     "core": {"core", "entry"},
     "deploy": {"core", "deploy", "entry"},
     "embedded": {"core", "embedded", "entry"},
+    # init reads a user's folder through the pipeline's own prepare scan (the registry)
+    "onboard": {"core", "registry", "onboard", "entry"},
     "registry": {"core", "entry"},
     "tasks": {"core", "registry", "tasks", "entry"},
-    "entry": {"deploy", "entry"},
+    "entry": {"deploy", "onboard", "entry"},
     "stages": {"core", "deploy", "embedded", "registry", "entry", "stages"},
 }
 
