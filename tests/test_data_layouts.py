@@ -98,12 +98,12 @@ def test_a_classification_csv_beside_images(tmp_path):
     assert sum(len(pd.read_csv(p)) for p in splits.values()) == 13
 
 
-def test_a_cvat_coco_export(tmp_path):
-    """annotations/instances_default.json beside images/, bare file names, the state as an
-    attribute; an image listed but not exported counts as missing."""
-    root = tmp_path / "bikes"
+def write_cvat_coco(root: Path, parts: list[str], frames: int = 6) -> dict:
+    """``frames`` RGB images in ``root/images`` and their COCO dict as CVAT exports it (bare
+    file names, the state an attribute): one box per frame, of part ``i % len(parts)``,
+    damaged on odd frames. The caller writes it (after any change) with :func:`save_coco`."""
     images, annotations = [], []
-    for i in range(1, 7):
+    for i in range(1, frames + 1):
         write_image(root / "images" / f"frame_{i:06d}.jpg", value=30 * i, size=(48, 32), mode="RGB")
         images.append({"id": i, "file_name": f"frame_{i:06d}.jpg", "width": 48, "height": 32})
         state = "damaged" if i % 2 else "intact"
@@ -111,23 +111,35 @@ def test_a_cvat_coco_export(tmp_path):
             {
                 "id": i,
                 "image_id": i,
-                "category_id": 1 + i % 2,
+                "category_id": 1 + i % len(parts),
                 "bbox": [4.0, 4.0, 20.0, 12.0],
                 "area": 240.0,
                 "iscrowd": 0,
                 "attributes": {"occluded": False, "state": state},
             }
         )
-    images.append({"id": 7, "file_name": "frame_000007.jpg", "width": 48, "height": 32})
-    coco = {
+    categories = [{"id": k, "name": name} for k, name in enumerate(parts, start=1)]
+    return {
         "licenses": [],
         "info": {},
-        "categories": [{"id": 1, "name": "wheel"}, {"id": 2, "name": "saddle"}],
+        "categories": categories,
         "images": images,
         "annotations": annotations,
     }
-    (root / "annotations").mkdir()
+
+
+def save_coco(root: Path, coco: dict) -> None:
+    (root / "annotations").mkdir(exist_ok=True)
     (root / "annotations" / "instances_default.json").write_text(json.dumps(coco))
+
+
+def test_a_cvat_coco_export(tmp_path):
+    """annotations/instances_default.json beside images/, bare file names, the state as an
+    attribute; an image listed but not exported counts as missing."""
+    root = tmp_path / "bikes"
+    coco = write_cvat_coco(root, ["wheel", "saddle"])
+    coco["images"].append({"id": 7, "file_name": "frame_000007.jpg", "width": 48, "height": 32})
+    save_coco(root, coco)
     raw = params(
         "detection",
         path=str(root),

@@ -3,7 +3,6 @@ real prepare and split commands as written; the folders it refuses (issue #14, p
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import yaml
 
 from tests.conftest import REPO, make_class_folders, write_image
 from tests.e2e import copy_repo, run
-from tests.test_data_layouts import voc_xml
+from tests.test_data_layouts import save_coco, voc_xml, write_cvat_coco
 from visionpipe.core.params import load_params
 
 
@@ -138,20 +137,7 @@ def test_a_classification_csv_and_the_task_forced(tmp_path):
 
 def test_a_cvat_coco_export_and_a_voc_export(tmp_path):
     root = tmp_path / "bikes"
-    images, annotations = [], []
-    for i in range(1, 7):
-        write_image(root / "images" / f"f{i}.jpg", value=30 * i, size=(48, 32), mode="RGB")
-        images.append({"id": i, "file_name": f"f{i}.jpg", "width": 48, "height": 32})
-        state = "damaged" if i % 2 else "intact"
-        box = {"category_id": 1, "bbox": [4, 4, 20, 12], "attributes": {"state": state}}
-        annotations.append({"id": i, "image_id": i, **box})
-    coco = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": "wheel"}],
-    }
-    (root / "annotations").mkdir()
-    (root / "annotations" / "instances_default.json").write_text(json.dumps(coco))
+    save_coco(root, write_cvat_coco(root, ["wheel"]))
     proc = init(tmp_path, "bikes")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "found annotations/instances_default.json, a COCO file (6 images listed)" in proc.stdout
