@@ -243,6 +243,7 @@ def test_bad_voc_files_are_one_line(tmp_path, xml, message):
     proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_simple_format_with_an_images_folder(tmp_path):

@@ -3,6 +3,7 @@ real prepare and split commands as written; the folders it refuses (issue #14, p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -100,7 +101,7 @@ def test_a_regression_sheet_beside_images(tmp_path):
     out = proc.stdout
     assert "biomass: table, read as regression" in out
     assert "guessed its image column: 'file'" in out and "guessed images: images" in out
-    assert "guessed target column: 'fresh_weight'" in out
+    assert "guessed target column: 'fresh_weight' (the first numeric one)" in out
     assert "guessed group column: 'plant_number'" in out
     assert "1 images under the images folder that no row names" in out
     data = written(tmp_path)["data"]
@@ -125,7 +126,7 @@ def test_a_classification_csv_and_the_task_forced(tmp_path):
     ]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     proc = init(tmp_path, "scrap")
-    assert "guessed label column: 'material' (text, 2 values)" in proc.stdout
+    assert "guessed label column: 'material' (2 values)" in proc.stdout
     assert written(tmp_path)["data"]["label_column"] == "material"
     manifest, _ = prepare_and_split(tmp_path)
     assert sorted(set(manifest["label"])) == ["metal", "plastic"]
@@ -198,3 +199,69 @@ def test_dvc_repro_runs_as_written(tmp_path):
     out = run(repo, "dvc", "repro", "prepare", "split").stdout
     assert "Running stage 'prepare'" in out and "Running stage 'embed'" not in out
     assert len(pd.read_csv(repo / "data/prepared/manifest.csv")) == 12
+
+
+def test_the_guesses_reviewers_caught(tmp_path):
+    """Text plant ids and a trailing id column are no label or target; integer 0/1 labels are
+    labels; the table may sit on a workbook's second sheet."""
+    root = tmp_path / "plants"
+    rows = []
+    for plant in range(1, 6):
+        for shot in range(3):
+            name = f"p{plant}_{shot}.png"
+            write_image(root / name, value=20 * plant + shot)
+            rows.append(
+                {
+                    "image": name,
+                    "fresh_weight": 1.5 * plant + shot / 3,
+                    "plant": f"P{plant}",
+                    "photo_id": 3 * plant + shot,
+                }
+            )
+    with pd.ExcelWriter(root / "sheet.xlsx") as writer:
+        pd.DataFrame({"note": ["made by hand"]}).to_excel(writer, sheet_name="info", index=False)
+        pd.DataFrame(rows).to_excel(writer, sheet_name="weights", index=False)
+    proc = init(tmp_path, "plants", "--dry-run")
+    assert "found sheet.xlsx, sheet 'weights'" in proc.stdout, proc.stderr[-2000:]
+    assert "plants: table, read as regression" in proc.stdout
+    assert "guessed target column: 'fresh_weight'" in proc.stdout
+    assert "guessed group column: 'plant'" in proc.stdout
+
+    binary = make_class_folders(tmp_path / "second" / "cells", {"ok": 6, "bad": 6})
+    rows = [
+        {"file": f"{c}/{c}_{i:03d}.png", "defective": int(c == "bad")}
+        for c in ("ok", "bad")
+        for i in range(6)
+    ]
+    pd.DataFrame(rows).to_csv(binary / "labels.csv", index=False)
+    proc = init(tmp_path / "second", "cells", "--dry-run")
+    assert "guessed label column: 'defective' (2 values)" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_states_as_vocs_element_and_cocos_top_level_key(tmp_path):
+    voc = tmp_path / "voc"
+    (voc / "Annotations" / "odd.xml").mkdir(parents=True)  # a folder named like a file
+    for name in ("a", "b", "c"):
+        write_image(voc / "images" / f"{name}.png")
+        (voc / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.png</filename><object><name>w</name>"
+            "<state>intact</state><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax>"
+            "<ymax>9</ymax></bndbox></object></annotation>"
+        )
+    proc = init(tmp_path, "voc", "--dry-run")
+    assert "found states: intact" in proc.stdout and "guessed images: images" in proc.stdout, (
+        proc.stderr[-2000:]
+    )
+    coco = tmp_path / "coco"
+    images = [{"id": i, "file_name": f"{i}.png"} for i in (1, 2, 3)]
+    for image in images:
+        write_image(coco / image["file_name"])
+    boxes = [
+        {"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5], "state": "absent"}
+        for i in (1, 2, 3)
+    ]
+    categories = [{"id": 1, "name": "w"}]
+    coco_dict = {"images": images, "annotations": boxes, "categories": categories}
+    (coco / "ann.json").write_text(json.dumps(coco_dict))
+    proc = init(tmp_path, "coco", "--dry-run")
+    assert "found states: absent" in proc.stdout, proc.stderr[-2000:]

@@ -37,8 +37,9 @@ ALLOWED = {
     "core": {"core", "entry"},
     "deploy": {"core", "deploy", "entry"},
     "embedded": {"core", "embedded", "entry"},
-    # init reads a user's folder through the pipeline's own prepare scan (the registry)
-    "onboard": {"core", "registry", "onboard", "entry"},
+    # init reads a user's folder through the pipeline's own prepare scan (the registry), and
+    # recognises annotation formats with the detection data part's own readers
+    "onboard": {"core", "registry", "tasks", "onboard", "entry"},
     "registry": {"core", "entry"},
     "tasks": {"core", "registry", "tasks", "entry"},
     "entry": {"deploy", "onboard", "entry"},

@@ -23,6 +23,7 @@ import pandas as pd
 
 from visionpipe.core.errors import UserError
 from visionpipe.core.images import IMAGE_EXTENSIONS
+from visionpipe.core.io import atomic_path
 from visionpipe.core.params import Params, params_from_dict
 from visionpipe.core.stage import setup_logging
 from visionpipe.onboard.layouts import Layout, recognise
@@ -65,8 +66,11 @@ def updates(layout: Layout, path: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def _unlabelled(root: Path, data: dict[str, Any], samples: pd.DataFrame) -> int:
-    """Images under the images folder that no table row names (tables only)."""
+def _unlabelled(
+    root: Path, data: dict[str, Any], samples: pd.DataFrame, skipped: list[dict]
+) -> int:
+    """Images under the images folder that no table row names (tables only; a row that is
+    skipped, for a missing label say, still names its image)."""
     if not data.get("table"):
         return 0
     folder = root / data.get("images", "")
@@ -75,7 +79,8 @@ def _unlabelled(root: Path, data: dict[str, Any], samples: pd.DataFrame) -> int:
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     }
-    return len(on_disk - set(samples["path"]))
+    named = set(samples["path"]) | {str(item.get("path", "")) for item in skipped}
+    return len(on_disk - named)
 
 
 def _counts(task: str, samples: pd.DataFrame, report: dict) -> list[str]:
@@ -101,10 +106,11 @@ def write_params(path: Path, changes: dict[str, dict[str, Any]]) -> None:
     doc = yaml.load(path.read_text())
     for section, values in changes.items():
         for key, value in values.items():
-            doc[section][key] = value
+            doc.setdefault(section, {})[key] = value
     out = io.StringIO()
     yaml.dump(doc, out)
-    path.write_text(out.getvalue())
+    with atomic_path(path) as tmp:
+        tmp.write_text(out.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if size is not None:
             changes["model"] = {"image_size": size}
             params = _with_changes(params_file, changes)
+        if not args.dry_run:
+            write_params(params_file, changes)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -144,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     skipped = result.skipped
     print(f"  {len(skipped)} skipped" + (":" if skipped else ""))
     for item in skipped[:5]:
-        print(f"    {item.get('path', item.get('file_name', '?'))}: {item.get('reason', '')}")
+        name = item.get("path") or item.get("file") or item.get("file_name") or "?"
+        print(f"    {name}: {item.get('reason', '')}")
     if len(skipped) > 5:
         print(
             f"    ... ({len(skipped) - 5} more in results/prepare/data_report.json after prepare)"
         )
-    unlabelled = _unlabelled(root, layout.data, result.samples)
+    unlabelled = _unlabelled(root, layout.data, result.samples, skipped)
     if unlabelled:
         print(f"  {unlabelled} images under the images folder that no row names (not used)")
     if size is not None:
@@ -157,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"dry run: {params_file} not changed")
         return 0
-    write_params(params_file, changes)
     written = ", ".join(f"{s}.{k}" for s, values in changes.items() for k in values)
     print(f"wrote {params_file}: {written}")
     print(f"next: dvc add {root.as_posix()} (to version it), then dvc repro")
@@ -168,7 +176,12 @@ def _with_changes(params_file: Path, changes: dict[str, dict[str, Any]]) -> Para
     """The params file with ``changes`` applied, validated as every stage validates it."""
     import yaml
 
-    raw = yaml.safe_load(params_file.read_text())
+    try:
+        raw = yaml.safe_load(params_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{params_file}: not readable YAML ({exc})".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{params_file}: not a mapping of sections")
     for section, values in changes.items():
         raw.setdefault(section, {}).update(values)
     return params_from_dict(raw)

@@ -18,14 +18,20 @@ from typing import Any
 
 import pandas as pd
 
+from visionpipe.core.coco import COCO_KEYS
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.images import IMAGE_EXTENSIONS
 from visionpipe.core.sources.folder import SPLIT_NAMES
-from visionpipe.core.sources.table import read_table
+from visionpipe.core.sources.table import TABLE_EXTENSIONS, read_table
+from visionpipe.tasks.detection.data.coco_source import state_of
+from visionpipe.tasks.detection.data.voc_source import parse_voc, voc_files, voc_state
 
-TABLE_SUFFIXES = (".csv", ".xlsx", ".xlsm")
 #: column names that say "these rows belong together" (one plant photographed many times)
 GROUP_NAMES = re.compile(r"plant|group|subject|patient|specimen|animal|field|plot", re.I)
+#: columns that are never the label or the target: the split a row was in, a group or an id
+NOT_A_LABEL = re.compile(r"^(split|subset|fold|set)$|plant|group|subject|patient|_id$|^id$", re.I)
+#: at most this many file names are looked for on disk when guessing the images folder
+PROBE = 200
 #: how deep below the folder tables and annotation files are looked for
 MAX_DEPTH = 2
 
@@ -42,14 +48,17 @@ class Layout:
 
 def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     """Files with these suffixes at most MAX_DEPTH folders down, shallowest first."""
-    found = [
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in suffixes
-        and len(p.relative_to(root).parts) <= MAX_DEPTH + 1
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    try:
+        found = [
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in suffixes
+            and len(p.relative_to(root).parts) <= MAX_DEPTH + 1
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ]
+    except OSError as exc:
+        raise UserError(f"{exc.filename or root}: cannot read ({exc.strerror or exc})") from None
     return sorted(found, key=lambda p: (len(p.relative_to(root).parts), str(p)))
 
 
@@ -67,7 +76,7 @@ def _best_images_folder(root: Path, names: list[str], near: Path) -> tuple[str, 
     candidates = [root, near, root / "images", near / "images", root / "JPEGImages"]
     best, hits = "", -1
     for folder in dict.fromkeys(c for c in candidates if c.is_dir()):
-        count = sum((folder / name).is_file() for name in names[:200])
+        count = sum((folder / name).is_file() for name in names[:PROBE])
         if count > hits:
             best, hits = folder.relative_to(root).as_posix(), count
     return ("" if best == "." else best), hits
@@ -85,61 +94,49 @@ def yolo(root: Path) -> Layout | None:
 
 
 def voc(root: Path) -> Layout | None:
-    folders = [root / "Annotations"] if (root / "Annotations").is_dir() else []
-    if not folders or not any(folders[0].rglob("*.xml")):
+    folder = root / "Annotations"
+    files = voc_files(folder) if folder.is_dir() else []
+    if not files:
         return None
-    data = {"annotations": "Annotations", "state_key": "state"}
-    notes = ["found Annotations/, a folder of Pascal VOC XML files"]
-    if (root / "JPEGImages").is_dir():
-        data["images"] = "JPEGImages"
-        notes.append("guessed images: JPEGImages/, where VOC keeps the images")
-    states = _voc_states(folders[0], "state")
-    return _detection("Pascal VOC", data, states, notes, root / "Annotations")
-
-
-def _voc_states(folder: Path, key: str) -> list[str]:
-    from xml.etree import ElementTree as ET
-
-    seen: Counter[str] = Counter()
-    for path in sorted(folder.rglob("*.xml"))[:500]:
+    names, states = [], Counter()
+    for path in files:
         try:
-            tree = ET.parse(path).getroot()
-        except ET.ParseError:
-            continue  # prepare names the broken file
-        for attribute in tree.iter("attribute"):
-            name = (attribute.findtext("name") or "").strip()
-            if name == key:
-                seen[(attribute.findtext("value") or "").strip()] += 1
-    return sorted(seen)
+            tree = parse_voc(path)
+        except UserError:
+            continue  # prepare names the broken file, with its line
+        names.append(tree.findtext("filename", "").strip())
+        states.update(s for obj in tree.findall("object") if (s := voc_state(obj, "state")))
+    images, hits = _best_images_folder(root, names, folder)
+    notes = [
+        f"found Annotations/, {len(files)} Pascal VOC XML files",
+        f"guessed images: {images or 'the data folder'}, where {hits} of the first "
+        f"{min(len(names), PROBE)} exist",
+    ]
+    data = {"annotations": "Annotations", "images": images, "state_key": "state"}
+    return _detection("Pascal VOC", data, sorted(states), notes, folder)
 
 
 def coco(root: Path) -> Layout | None:
     for path in _files(root, (".json",)):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, MemoryError):
             continue
-        if not isinstance(raw, dict) or not {"images", "annotations", "categories"} <= set(raw):
+        if not isinstance(raw, dict) or not set(COCO_KEYS) <= set(raw):
             continue
+        listed = raw["images"] if isinstance(raw["images"], list) else []
+        boxes = raw["annotations"] if isinstance(raw["annotations"], list) else []
         rel = path.relative_to(root).as_posix()
-        names = [str(im.get("file_name", "")) for im in raw["images"] if isinstance(im, dict)]
+        names = [str(im.get("file_name", "")) for im in listed if isinstance(im, dict)]
         images, hits = _best_images_folder(root, names, path.parent)
-        notes = [f"found {rel}, a COCO file ({len(names)} images listed)"]
-        shown = images or "the data folder"
-        notes.append(
-            f"guessed images: {shown}, where {hits} of the first {min(len(names), 200)} exist"
-        )
+        notes = [
+            f"found {rel}, a COCO file ({len(names)} images listed)",
+            f"guessed images: {images or 'the data folder'}, where {hits} of the first "
+            f"{min(len(names), PROBE)} exist",
+        ]
         data = {"annotations": rel, "images": images, "state_key": "state"}
-        states = sorted(
-            {
-                str(a["attributes"]["state"])
-                for a in raw["annotations"]
-                if isinstance(a, dict)
-                and isinstance(a.get("attributes"), dict)
-                and "state" in a["attributes"]
-            }
-        )
-        return _detection("COCO", data, states, notes, path)
+        states = {state_of(a, "state") for a in boxes if isinstance(a, dict)} - {None}
+        return _detection("COCO", data, sorted(map(str, states)), notes, path)
     return None
 
 
@@ -170,56 +167,86 @@ def _numeric(series: pd.Series) -> bool:
     return len(values) > 0 and values.notna().mean() >= 0.9
 
 
+def _sheets(path: Path) -> list[str]:
+    """The sheets of a workbook in order ("" for a CSV: it has one table)."""
+    if path.suffix.lower() == ".csv":
+        return [""]
+    try:
+        return [str(name) for name in pd.ExcelFile(path).sheet_names]
+    except Exception as exc:  # noqa: BLE001 - any reader failure: the workbook is unusable
+        raise UserError(f"{path}: cannot read the workbook ({exc})") from None
+
+
+def _label_candidates(frame: pd.DataFrame, others: list[str]) -> list[str]:
+    """Columns with a few repeated values (text, or small integers such as 0/1 labels), not
+    named like a split, a group or an id."""
+    out = []
+    for column in others:
+        values = frame[column].dropna()
+        few = 2 <= values.nunique() <= min(100, max(2, len(frame) // 2))
+        integral = _numeric(values) and bool((pd.to_numeric(values) % 1 == 0).all())
+        if few and (not _numeric(values) or integral) and not NOT_A_LABEL.search(column):
+            out.append(column)
+    return out
+
+
 def table(root: Path, task: str | None) -> Layout | None:
-    for path in _files(root, TABLE_SUFFIXES):
+    first_error: UserError | None = None
+    for path in _files(root, TABLE_EXTENSIONS):
         try:
-            frame = read_table(path)
-        except (UserError, DataError):
-            continue
-        image_column = _image_column(frame)
-        if image_column is None:
-            continue
-        rel = path.relative_to(root).as_posix()
-        names = frame[image_column].dropna().astype(str).str.replace("\\", "/").tolist()
-        images, hits = _best_images_folder(root, names, path.parent)
-        others = [str(c) for c in frame.columns if str(c) != image_column]
-        numeric = [c for c in others if _numeric(frame[c])]
-        labels = [
-            c
-            for c in others
-            if c not in numeric and 2 <= frame[c].nunique() <= max(2, len(frame) // 2)
-        ]
-        notes = [
-            f"found {rel}; guessed its image column: '{image_column}'",
-            f"guessed images: {images or 'the data folder'}, where {hits} of the first "
-            f"{min(len(names), 200)} image paths exist",
-        ]
-        data: dict[str, Any] = {"table": rel, "sheet": "", "image_column": image_column}
-        data["images"] = images
-        chosen = task or ("classification" if labels else "regression" if numeric else None)
-        if chosen == "classification":
-            if not labels:
-                raise UserError(f"{path}: no column looks like a class label (a few text values)")
-            data["label_column"] = labels[0]
-            notes.append(
-                f"guessed label column: '{labels[0]}' (text, {frame[labels[0]].nunique()} values)"
-            )
-        elif chosen == "regression":
-            if not numeric:
-                raise UserError(f"{path}: no numeric column to use as the regression target")
-            data["target_column"] = numeric[-1]
-            notes.append(f"guessed target column: '{numeric[-1]}' (numeric; the last such column)")
-            group = next((c for c in others if GROUP_NAMES.search(c) and c != numeric[-1]), "")
-            data["group_column"] = group
-            if group:
-                notes.append(
-                    f"guessed group column: '{group}' (by its name; a group stays in one split)"
-                )
-            data["metadata_columns"] = []
-        else:
-            raise UserError(f"{path}: no label or numeric target column besides the image paths")
-        return Layout("table", chosen, data, notes)
+            for sheet in _sheets(path):
+                if layout := _table_layout(root, path, sheet, task):
+                    return layout
+        except (UserError, DataError) as exc:
+            first_error = first_error or UserError(str(exc))
+    if first_error is not None:  # a table was there but could not be read: say why
+        raise first_error
     return None
+
+
+def _table_layout(root: Path, path: Path, sheet: str, task: str | None) -> Layout | None:
+    frame = read_table(path, sheet)
+    image_column = _image_column(frame)
+    if image_column is None:
+        return None
+    rel = path.relative_to(root).as_posix()
+    names = frame[image_column].dropna().astype(str).str.replace("\\", "/").tolist()
+    images, hits = _best_images_folder(root, names, path.parent)
+    others = [str(c) for c in frame.columns if str(c) != image_column]
+    labels = _label_candidates(frame, others)
+    numeric = [c for c in others if _numeric(frame[c]) and not NOT_A_LABEL.search(c)]
+    targets = [c for c in numeric if c not in labels]
+    where = f"{rel}, sheet '{sheet}'" if sheet else rel
+    notes = [
+        f"found {where}; guessed its image column: '{image_column}'",
+        f"guessed images: {images or 'the data folder'}, where {hits} of the first "
+        f"{min(len(names), PROBE)} image paths exist",
+    ]
+    data: dict[str, Any] = {"table": rel, "sheet": sheet, "image_column": image_column}
+    data["images"] = images
+    chosen = task or ("regression" if targets and not labels else "classification")
+    if chosen == "classification":
+        if not labels:
+            raise UserError(f"{path}: no column looks like a class label (a few repeated values)")
+        data["label_column"] = labels[0]
+        values = frame[labels[0]].nunique()
+        notes.append(f"guessed label column: '{labels[0]}' ({values} values)")
+    elif chosen == "regression":
+        targets = targets or numeric  # asked for: small integers may be the target too
+        if not targets:
+            raise UserError(f"{path}: no numeric column to use as the regression target")
+        data["target_column"] = targets[0]
+        notes.append(f"guessed target column: '{targets[0]}' (the first numeric one)")
+        group = next((c for c in others if GROUP_NAMES.search(c)), "")
+        data["group_column"] = group
+        if group:
+            notes.append(
+                f"guessed group column: '{group}' (by its name; a group stays in one split)"
+            )
+        data["metadata_columns"] = []
+    else:
+        raise UserError(f"{path}: a table names images one by one; {chosen} reads annotations")
+    return Layout("table", chosen, data, notes)
 
 
 def class_folders(root: Path) -> Layout | None:

@@ -96,7 +96,7 @@ def _bbox(value: Any, what: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def _state_of(ann: dict, state_key: str) -> Any:
+def state_of(ann: dict, state_key: str) -> Any:
     attributes = ann.get("attributes")
     if isinstance(attributes, dict) and state_key in attributes:
         return attributes[state_key]
@@ -169,7 +169,7 @@ def coco_to_simple(coco: dict, state_key: str = "state") -> list[dict]:
     by_image: dict[int, list[dict]] = {img["id"]: [] for img in coco["images"]}
     for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
         part = {"name": names[ann["category_id"]], "bbox": list(ann["bbox"])}
-        state = _state_of(ann, state_key)
+        state = state_of(ann, state_key)
         if state is not None:
             part[state_key] = state
         by_image[ann["image_id"]].append(part)
@@ -275,7 +275,7 @@ def _parse_annotations(
         _int_field(item, "image_id", what)
         category_id = _int_field(item, "category_id", what)
         bbox = _bbox(item.get("bbox"), what)
-        state = _state_of(item, state_key)
+        state = state_of(item, state_key)
         if state is None:
             raise UserError(f"{what}: no {state_key!r} attribute; allowed states: {list(states)}")
         if state not in states:

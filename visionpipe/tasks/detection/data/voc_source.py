@@ -37,16 +37,22 @@ def _number(element: ET.Element | None, tag: str, what: str) -> float:
     return value
 
 
-def _state(obj: ET.Element, state_key: str) -> str | None:
-    """CVAT's attribute ``state_key``, else a child element named ``state_key``."""
-    for attribute in obj.iter("attribute"):
+def voc_state(obj: ET.Element, state_key: str) -> str | None:
+    """The object's own CVAT attribute ``state_key`` (``<attributes><attribute>``, not a
+    nested part's), else its child element named ``state_key``; None when it has neither."""
+    for attribute in obj.findall("attributes/attribute"):
         if _text(attribute, "name") == state_key:
             return _text(attribute, "value")
-    own = obj.find(state_key)
+    own = next((child for child in obj if child.tag == state_key), None)
     return (own.text or "").strip() if own is not None else None
 
 
-def _parse(path: Path) -> ET.Element:
+def voc_files(folder: Path) -> list[Path]:
+    """The ``.xml`` files under ``folder``, sorted (a folder named ``x.xml`` is no file)."""
+    return sorted(p for p in folder.rglob("*.xml") if p.is_file())
+
+
+def parse_voc(path: Path) -> ET.Element:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -63,12 +69,12 @@ def voc_to_coco(folder: str | Path, state_key: str) -> dict[str, Any]:
     order, category ids 1.. in name order, sizes from ``<size>`` (checked against the files
     later), states as attributes."""
     folder = Path(folder)
-    files = sorted(folder.rglob("*.xml"))
+    files = voc_files(folder)
     if not files:
         raise UserError(f"{folder}: no Pascal VOC .xml files")
     parsed = []
     for path in files:
-        root = _parse(path)
+        root = parse_voc(path)
         file_name = _text(root, "filename")
         if not file_name:
             raise UserError(f"{path}: no <filename>")
@@ -85,7 +91,7 @@ def voc_to_coco(folder: str | Path, state_key: str) -> dict[str, Any]:
             if box is None:
                 raise UserError(f"{what} ({name}): no <bndbox>")
             x1, y1, x2, y2 = (_number(box, t, what) for t in ("xmin", "ymin", "xmax", "ymax"))
-            boxes.append((name, [x1, y1, x2 - x1, y2 - y1], _state(obj, state_key)))
+            boxes.append((name, [x1, y1, x2 - x1, y2 - y1], voc_state(obj, state_key)))
         parsed.append((file_name, width, height, boxes))
 
     names = sorted({name for *_, boxes in parsed for name, _, _ in boxes})
