@@ -21,7 +21,7 @@ import pandas as pd
 from visionpipe.core.coco import COCO_KEYS
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.images import IMAGE_EXTENSIONS
-from visionpipe.core.sources.folder import SPLIT_NAMES
+from visionpipe.core.sources.folder import SPLIT_NAMES, _visible_dirs
 from visionpipe.core.sources.table import TABLE_EXTENSIONS, read_table
 from visionpipe.tasks.detection.data.coco_source import state_of
 from visionpipe.tasks.detection.data.voc_source import parse_voc, voc_files, voc_state
@@ -64,10 +64,6 @@ def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 def _has_images(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _best_images_folder(root: Path, names: list[str], near: Path) -> tuple[str, int]:
@@ -250,7 +246,7 @@ def _table_layout(root: Path, path: Path, sheet: str, task: str | None) -> Layou
 
 
 def class_folders(root: Path) -> Layout | None:
-    subs = _subfolders(root)
+    subs = _visible_dirs(root)  # the folders the class-folder scan reads
     names = {s.name for s in subs}
     if {"train", "val"} <= names and names <= set(SPLIT_NAMES):
         return Layout(
