@@ -122,3 +122,7 @@ def test_frame_record_summarises_kept_detections():
     }
     empty = {k: v[:0] for k, v in out.items()}
     assert decode_detection(empty, meta)[0]["class"] == "none"
+    # a plain detector's three outputs: parts counted, the box scores the confidence
+    plain = {k: out[k] for k in ("boxes", "labels", "scores")}
+    (record,) = decode_detection(plain, {**meta, "states": []})
+    assert record == {"class": "mono:1 poly:1", "confidence": pytest.approx(0.7), "detections": 2}

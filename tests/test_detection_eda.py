@@ -12,6 +12,7 @@ from PIL import Image
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.tasks.detection.data.eda import (
     FIGURES,
+    STATE_FIGURES,
     detection_eda,
     quantiles,
     report_counts,
@@ -72,6 +73,19 @@ def splits(tmp_path: Path) -> dict[str, dict]:
             root, "test", [[(1, [1, 1, 10, 40], "absent"), (2, [20, 1, 30, 5], "intact")]]
         ),
     }
+
+
+def test_eda_without_states_draws_no_state_figures(splits: dict, tmp_path: Path) -> None:
+    """A plain detector's splits (states [], boxes without a state): part figures only."""
+    plain = {}
+    for name, coco in splits.items():
+        anns = [{**a, "attributes": {}} for a in coco["annotations"]]
+        plain[name] = {**coco, "annotations": anns, "states": []}
+    figures = tmp_path / "figures"
+    summary = detection_eda(plain, tmp_path / "data", figures, 4, 0)
+    assert sorted(p.name for p in figures.iterdir()) == sorted(set(FIGURES) - set(STATE_FIGURES))
+    assert summary["states"] == [] and "part_state" not in summary
+    assert summary["part_frequency"]["all"] == {"cell": 4, "busbar": 2}
 
 
 def test_eda_writes_every_figure_and_counts(splits: dict, tmp_path: Path) -> None:

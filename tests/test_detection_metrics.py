@@ -11,7 +11,7 @@ from PIL import Image
 
 from visionpipe.core.draw import draw_boxes, save_prediction_images, state_colors
 from visionpipe.core.errors import UserError
-from visionpipe.tasks.detection.evaluate import pr_figure, state_confusion_figure
+from visionpipe.tasks.detection.evaluate import confusion_figure, pr_figure
 from visionpipe.tasks.detection.model.metrics import (
     BACKGROUND,
     CURVE_COLUMNS,
@@ -238,7 +238,7 @@ def test_figures_are_written(gt: dict, tmp_path) -> None:
     detections[0]["state"] = "damaged"
     result = evaluate_coco(gt, detections)
     matches = match_detections(gt, detections + [{**detections[0], "bbox": [0, 90, 5, 5]}])
-    state_confusion_figure(matches, STATES, tmp_path / "confusion.png")
+    confusion_figure(matches, STATES, tmp_path / "confusion.png")
     pr_figure(result.curves, tmp_path / "pr.png", parts=["cell", "busbar", "frame"])
     pr_figure(evaluate_coco({**gt, "annotations": []}, []).curves, tmp_path / "empty.png")
     for name in ("confusion.png", "pr.png", "empty.png"):
@@ -288,3 +288,10 @@ def test_save_prediction_images(tmp_path) -> None:
     with Image.open(paths[0]) as img:
         assert img.height > 40 and img.width > 2 * 50  # ground truth beside predictions
     assert not (tmp_path / "detections_03.png").exists()
+    # a plain detector's: no states anywhere, boxes coloured and captioned by part
+    plain = {k: pred[k] for k in ("boxes", "labels", "scores")}
+    gt_plain = {k: gt[k] for k in ("boxes", "labels")}
+    (path,) = save_prediction_images(
+        images[:1], [plain], [gt_plain], ["cell", "busbar"], [], tmp_path / "plain", 1
+    )
+    assert path.is_file()

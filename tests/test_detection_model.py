@@ -143,6 +143,32 @@ def test_training_without_states_is_refused():
         tiny().model.train()(images, targets)
 
 
+def test_a_plain_detector_has_no_state_head_and_no_state_outputs():
+    """num_states 0 (data.states: []): torchvision's own RoIHeads, three outputs, four losses;
+    the monitor val_state_accuracy is refused in one line."""
+    torch.manual_seed(0)
+    model = build_detector(LITE0_ARCH, 2, 0, False, 128, 160, box_score_thresh=0.0).model
+    assert not isinstance(model.roi_heads, StateRoIHeads)
+    images, targets = batch()
+    plain = [{k: v for k, v in t.items() if k != "states"} for t in targets]
+    assert set(model.train()(images, plain)) == LOSSES - {"loss_state"}
+    with torch.no_grad():
+        outputs = model.eval()(images)
+    assert all(set(out) == {"boxes", "labels", "scores"} for out in outputs)
+
+    from types import SimpleNamespace
+
+    from visionpipe.tasks.detection.model import DetectionTask
+
+    params = SimpleNamespace(
+        train=SimpleNamespace(monitor="val_state_accuracy"), data=SimpleNamespace(states=[])
+    )
+    with pytest.raises(UserError, match=r"val_state_accuracy needs states; data.states is \[\]"):
+        DetectionTask().monitor(params)
+    params.data.states = ["intact"]
+    assert DetectionTask().monitor(params) == "val_state_accuracy"
+
+
 def test_unknown_arch_and_bad_trainable_layers_are_user_errors():
     with pytest.raises(UserError, match=r"detection.arch: 'yolo'.*mobilenet_v3_large_fpn"):
         build_detector("yolo", 2, 3, False, 128, 160)

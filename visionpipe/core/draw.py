@@ -140,14 +140,16 @@ def _panel(
 ) -> Image.Image:
     boxes = _numpy(target["boxes"]).reshape(-1, 4)
     labels = _numpy(target["labels"]).astype(int).reshape(-1)
-    box_states = _numpy(target["states"]).astype(int).reshape(-1)
+    box_states = _numpy(target["states"]).astype(int).reshape(-1) if states else None
     scores = _numpy(target["scores"]).reshape(-1) if predicted else None
     captions, box_colors = [], []
     for i in range(len(boxes)):
         part = parts[labels[i] - 1] if 0 < labels[i] <= len(parts) else str(labels[i])
-        state = states[box_states[i]]
-        captions.append(f"{part} {state}" + (f" {scores[i]:.2f}" if predicted else ""))
-        box_colors.append(colors[state])
+        # a plain detector (no states) colours and captions its boxes by part
+        key = states[box_states[i]] if box_states is not None else part
+        caption = f"{part} {key}" if box_states is not None else part
+        captions.append(caption + (f" {scores[i]:.2f}" if predicted else ""))
+        box_colors.append(colors.get(key, PALETTE[0]))
     picture = Image.fromarray(as_rgb_array(image))
     _draw_on(picture, boxes, captions, box_colors, 2 if predicted else 1, dashed=not predicted)
     sheet = Image.new("RGB", (picture.width, picture.height + HEADER), "white")
@@ -169,15 +171,18 @@ def save_prediction_images(
     """Up to ``limit`` PNGs ``out_dir/detections_01.png``...: the ground truth (thin dashed
     boxes, part and state) beside the predictions with score >= ``score_threshold`` (part,
     state, score), coloured by state. ``predictions`` are model outputs and ``gts`` training
-    targets (label = part index + 1, state index), in the pixels of ``images`` (H x W x 3)."""
+    targets (label = part index + 1, state index), in the pixels of ``images`` (H x W x 3).
+    A plain detector's (``states`` empty) are captioned and coloured by part."""
     out_dir = Path(out_dir)
-    colors = state_colors(list(states))
+    colors = state_colors(list(states) or list(parts))
     paths = []
     for i, (image, pred, gt) in enumerate(zip(images, predictions, gts, strict=False)):
         if i >= limit:
             break
         keep = _numpy(pred["scores"]).reshape(-1) >= score_threshold
-        kept = {k: _numpy(pred[k])[keep] for k in ("boxes", "labels", "states", "scores")}
+        kept = {
+            k: _numpy(pred[k])[keep] for k in ("boxes", "labels", "states", "scores") if k in pred
+        }
         n_gt, n_pred = len(_numpy(gt["labels"]).reshape(-1)), int(keep.sum())
         left = _panel(image, gt, parts, colors, states, f"ground truth ({n_gt})", False)
         right = _panel(image, kept, parts, colors, states, f"predicted ({n_pred})", True)

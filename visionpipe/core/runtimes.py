@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 SIDECAR = "model.json"
 INPUT_NAME, OUTPUT_NAME = "image", "output"
 DETECTION_OUTPUTS = ("boxes", "labels", "scores", "states", "state_scores")
+#: a plain detector's (data.states: []): the first three, no state head
+PLAIN_DETECTION_OUTPUTS = DETECTION_OUTPUTS[:3]
 
 
 def onnx_session(path: Path, threads: int) -> Any:
@@ -46,9 +48,11 @@ def run_onnx_array(session: Any, x: np.ndarray) -> np.ndarray:
 
 
 def run_onnx_detector_array(session: Any, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Detections of one ``1 x 3 x H x W`` float32 image, as arrays."""
-    outputs = session.run(list(DETECTION_OUTPUTS), {INPUT_NAME: np.asarray(image, np.float32)})
-    return {name: np.asarray(v) for name, v in zip(DETECTION_OUTPUTS, outputs, strict=True)}
+    """Detections of one ``1 x 3 x H x W`` float32 image, as arrays (a plain detector's have
+    no states)."""
+    names = [o.name for o in session.get_outputs()]
+    outputs = session.run(names, {INPUT_NAME: np.asarray(image, np.float32)})
+    return {name: np.asarray(v) for name, v in zip(names, outputs, strict=True)}
 
 
 def run_onnx(session: Any, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +91,8 @@ def run_torchscript_detector(module: torch.jit.ScriptModule, image: torch.Tensor
     import torch
 
     with torch.no_grad():
-        return dict(zip(DETECTION_OUTPUTS, module(image.float()), strict=True))
+        found = module(image.float())
+    return dict(zip(DETECTION_OUTPUTS[: len(found)], found, strict=True))
 
 
 def run_onnx_detector(session: Any, image: torch.Tensor) -> dict[str, torch.Tensor]:

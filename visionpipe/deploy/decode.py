@@ -47,23 +47,27 @@ def regression(outputs: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
 
 def detection(outputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
     """One frame: the parts and states kept (score >= the export's score threshold), and as
-    its confidence the lowest box or state probability among them (1 when nothing is found)."""
+    its confidence the lowest box or state probability among them (1 when nothing is found).
+    A plain detector (no ``states`` output) counts parts alone and is judged by box scores."""
     labels, states = meta["labels"], meta["states"]
     scores = as_array(outputs["scores"]).astype(np.float64)
     keep = scores >= float(meta.get("score_threshold", 0.5))
     kept_labels = as_array(outputs["labels"])[keep].tolist()
-    kept_states = as_array(outputs["states"])[keep].tolist()
-    state_scores = as_array(outputs["state_scores"]).astype(np.float64)[keep]
+    names = [labels[int(label) - 1] for label in kept_labels]
+    confidences = scores[keep]
+    if "states" in outputs:
+        kept_states = as_array(outputs["states"])[keep].tolist()
+        names = [f"{name}/{states[int(s)]}" for name, s in zip(names, kept_states, strict=True)]
+        state_scores = as_array(outputs["state_scores"]).astype(np.float64)[keep]
+        confidences = np.minimum(confidences, state_scores)
     counts: dict[str, int] = {}
-    for label, state in zip(kept_labels, kept_states, strict=True):
-        key = f"{labels[int(label) - 1]}/{states[int(state)]}"
-        counts[key] = counts.get(key, 0) + 1
-    lowest = np.minimum(scores[keep], state_scores).min() if len(kept_labels) else None
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
     return [
         {
             "class": " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "none",
-            "confidence": float(lowest) if lowest is not None else 1.0,
-            "detections": len(kept_labels),
+            "confidence": float(confidences.min()) if len(names) else 1.0,
+            "detections": len(names),
         }
     ]
 

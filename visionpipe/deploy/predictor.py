@@ -143,9 +143,10 @@ def _load(loader: Loader, path: Path, threads: int) -> Run:
 
 def _check_outputs(path: Path, run: Run, detector: bool) -> None:
     """An ONNX file and its model.json describe the same kind of model (a detector's five
-    outputs, or one output per image), else the size and output errors that follow mislead."""
-    names = [o.name for o in run.args[0].get_outputs()]
-    if detector != (names == list(runtimes.DETECTION_OUTPUTS)):
+    outputs or a plain detector's three, or one output per image), else the size and output
+    errors that follow mislead."""
+    names = tuple(o.name for o in run.args[0].get_outputs())
+    if detector != (names in (runtimes.DETECTION_OUTPUTS, runtimes.PLAIN_DETECTION_OUTPUTS)):
         said = "a detector" if detector else "a one-output model"
         raise UserError(
             f"{path}: {SIDECAR} describes {said}, but the model's outputs are "

@@ -1,5 +1,7 @@
 """Detection's evaluate stage: COCO mAP, per-part AP and PR curves, state accuracy and the state
-confusion on matched boxes, the predictions, drawn test images and latency per image."""
+confusion on matched boxes, the predictions, drawn test images and latency per image. A plain
+detector (trained with ``data.states: []``) has no state figures: its confusion is between
+parts."""
 
 from __future__ import annotations
 
@@ -36,11 +38,12 @@ from visionpipe.tasks.detection.model.metrics import (
 log = logging.getLogger("visionpipe.evaluate")
 
 
-def state_confusion_figure(
+def confusion_figure(
     matches: pd.DataFrame, states: list[str], path: Path, title: str = "State confusion"
 ) -> None:
-    """Counts of true vs predicted state, with a ``background`` label for both kinds of error:
-    its row holds detections of no box, its column the boxes no detection found."""
+    """Counts of true vs predicted state (a plain detector's: part), with a ``background``
+    label for both kinds of error: its row holds detections of no box, its column the boxes
+    no detection found."""
     labels = [*states, BACKGROUND]
     index = {label: i for i, label in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
@@ -105,7 +108,11 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     )
     write_csv(results / "tables" / "per_part_ap.csv", per_part)
     pr_figure(coco.curves, figures / "precision_recall.png", parts=meta["labels"])
-    state_confusion_figure(matches, meta["states"], figures / "state_confusion.png")
+    if meta["states"]:
+        confusion_figure(matches, meta["states"], figures / "state_confusion.png")
+    else:
+        confusion = figures / "part_confusion.png"
+        confusion_figure(matches, meta["labels"], confusion, title="Part confusion")
     drawn = min(params.evaluate.draw_images, len(test))
     save_prediction_images(
         [img.permute(1, 2, 0).numpy() for img in test.images[:drawn]],
@@ -128,16 +135,19 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     # what a person compares between runs: `dvc metrics show`; the rest is in details.json
     metrics = {
         **{k: coco.metrics[k] for k in ("map", "map_50", "map_75")},
-        "state_accuracy": states["state_accuracy"],
+        **({"state_accuracy": states["state_accuracy"]} if meta["states"] else {}),
         "part_accuracy": states["part_accuracy"],
         "detection_precision": states["detection_precision"],
         "detection_recall": states["detection_recall"],
         "ms_per_image": ms_per_image,
     }
-    details = {
-        "per_part": coco.metrics["per_part"],
+    state_details = {
         "per_state_recall": states["per_state_recall"],
         "state_confusion": states["confusion"],
+    }
+    details = {
+        "per_part": coco.metrics["per_part"],
+        **(state_details if meta["states"] else {}),
         "counts": {
             "test_images": len(test),
             "ground_truth_boxes": states["ground_truth"],
@@ -162,5 +172,5 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
         "test: mAP %.4f, mAP@.5 %.4f, state accuracy %s",
         metrics["map"] or 0.0,
         metrics["map_50"] or 0.0,
-        metrics["state_accuracy"],
+        metrics.get("state_accuracy", "- (no states)"),
     )

@@ -1,8 +1,9 @@
-"""Detection's export stage: TorchScript and ONNX of the state detector, with parity against
-PyTorch and latency (the exported files are run through visionpipe.core.runtimes).
+"""Detection's export stage: TorchScript and ONNX of the detector, with parity against PyTorch
+and latency (the exported files are run through visionpipe.core.runtimes).
 
 Both formats wrap the detector in ``SingleImageDetector``: one ``1 x 3 x H x W`` float RGB
-tensor in 0..255 in, the five ``DETECTION_OUTPUTS`` tensors out (one image's detections). The
+tensor in 0..255 in, the five ``DETECTION_OUTPUTS`` tensors out (one image's detections; a
+plain detector, without states, has ``PlainSingleImageDetector`` and the first three). The
 wrapper runs the detector's parts (transform, backbone, RPN, RoI heads, postprocess) itself
 rather than
 ``GeneralizedRCNN.forward``, whose return type differs between eager and scripted code.
@@ -38,6 +39,7 @@ from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import (
     DETECTION_OUTPUTS,
     INPUT_NAME,
+    PLAIN_DETECTION_OUTPUTS,
     SIDECAR,
     onnx_session,
     run_onnx_detector,
@@ -45,6 +47,7 @@ from visionpipe.core.runtimes import (
 )
 from visionpipe.core.timing import WARMUP, latency
 from visionpipe.tasks.detection.model import load_detector, test_set
+from visionpipe.tasks.detection.model.detector import StateRoIHeads
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,8 @@ class SingleImageDetector(nn.Module):
         self.rpn = detector.rpn
         self.roi_heads = detector.roi_heads
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def detect(self, image: Tensor) -> dict[str, Tensor]:
+        """The detections of the one image in ``image``, in its pixels."""
         original_size: list[tuple[int, int]] = [(image.shape[-2], image.shape[-1])]
         images, _ = self.transform([image[0]])
         features = self.backbone(images.tensors)
@@ -68,7 +72,10 @@ class SingleImageDetector(nn.Module):
         proposals, _ = self.rpn(images, features)
         detections, _ = self.roi_heads(features, proposals, images.image_sizes)
         detections = self.transform.postprocess(detections, images.image_sizes, original_size)
-        found = detections[0]
+        return detections[0]
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        found = self.detect(image)
         return (
             found["boxes"],
             found["labels"],
@@ -78,8 +85,25 @@ class SingleImageDetector(nn.Module):
         )
 
 
+class PlainSingleImageDetector(SingleImageDetector):
+    """A plain detector's one image -> (boxes, labels, scores): no state head, no states."""
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        found = self.detect(image)
+        return found["boxes"], found["labels"], found["scores"]
+
+
+def has_states(model: nn.Module) -> bool:
+    return isinstance(model.roi_heads, StateRoIHeads)
+
+
+def output_names(model: nn.Module) -> list[str]:
+    return list(DETECTION_OUTPUTS if has_states(model) else PLAIN_DETECTION_OUTPUTS)
+
+
 def _single_image(model: nn.Module) -> SingleImageDetector:
-    return SingleImageDetector(model).eval()
+    wrapper = SingleImageDetector if has_states(model) else PlainSingleImageDetector
+    return wrapper(model).eval()
 
 
 def export_torchscript(model: nn.Module, example: Tensor, path: str | Path) -> None:
@@ -105,7 +129,7 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, opset: int)
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=list(DETECTION_OUTPUTS),
+            output_names=output_names(model),
         )
         onnx.checker.check_model(str(tmp))
 
@@ -132,13 +156,16 @@ def _image_parity(ref: dict[str, Tensor], other: dict[str, Tensor]) -> dict[str,
     other_order = torch.argsort(other["scores"].float(), descending=True, stable=True)
     k = min(len(ref_order), len(other_order))
     a, b = ref_order[:k], other_order[:k]
+    states = "states" in ref
     if k == 0:
         box_diff = score_diff = 0.0
         same_state = same_label = 0
     else:
         box_diff = float((ref["boxes"][a].float() - other["boxes"][b].float()).abs().max())
         score_diff = float((ref["scores"][a].float() - other["scores"][b].float()).abs().max())
-        same_state = int((ref["states"][a].long() == other["states"][b].long()).sum())
+        same_state = (
+            int((ref["states"][a].long() == other["states"][b].long()).sum()) if states else 0
+        )
         same_label = int((ref["labels"][a].long() == other["labels"][b].long()).sum())
     return {
         "detections": len(ref_order),
@@ -147,7 +174,7 @@ def _image_parity(ref: dict[str, Tensor], other: dict[str, Tensor]) -> dict[str,
         "compared": k,
         "max_box_abs_diff": box_diff,
         "max_score_abs_diff": score_diff,
-        "state_agreement": same_state / k if k else None,
+        "state_agreement": same_state / k if k and states else None,
         "label_agreement": same_label / k if k else None,
         "_same_state": same_state,
         "_same_label": same_label,
@@ -162,7 +189,8 @@ def detection_parity(
     Per image: counts (equal or not), then over the common top-k in score order the max abs
     box difference (pixels), max abs score difference and the fraction of equal states and
     labels. Aggregated: worst differences, pooled agreements, images whose counts differ.
-    Agreements are None when nothing was compared.
+    Agreements are None when nothing was compared; a plain detector's results have no
+    state_agreement.
     """
     if len(reference) != len(other):
         raise ValueError(f"parity: {len(reference)} reference images but {len(other)} others")
@@ -170,7 +198,7 @@ def detection_parity(
     compared = sum(p["compared"] for p in per_image)
     same_state = sum(p.pop("_same_state") for p in per_image)
     same_label = sum(p.pop("_same_label") for p in per_image)
-    return {
+    result = {
         "images": len(per_image),
         "count_mismatches": sum(not p["count_equal"] for p in per_image),
         "detections_compared": compared,
@@ -180,10 +208,26 @@ def detection_parity(
         "label_agreement": same_label / compared if compared else None,
         "per_image": per_image,
     }
+    if reference and "states" not in reference[0]:
+        del result["state_agreement"]
+        for p in per_image:
+            del p["state_agreement"]
+    return result
 
 
 def sidecar(meta: dict, files: dict[str, Path], input_hw: tuple[int, int]) -> dict:
-    """What a consumer of the exported detector needs besides the files."""
+    """What a consumer of the exported detector needs besides the files (a plain detector's
+    ``states`` is [] and its outputs end at scores)."""
+    outputs = {
+        "boxes": "x1, y1, x2, y2 in input pixels",
+        "labels": "index into labels, plus 1 (0 is background)",
+        "scores": "probability of the part",
+    }
+    names = list(PLAIN_DETECTION_OUTPUTS)
+    if meta["states"]:
+        outputs["states"] = "index into states"
+        outputs["state_scores"] = "probability of the predicted state"
+        names = list(DETECTION_OUTPUTS)
     return {
         "task": meta["task"],
         "arch": meta["arch"],
@@ -202,13 +246,7 @@ def sidecar(meta: dict, files: dict[str, Path], input_hw: tuple[int, int]) -> di
             "decode": DECODING,
             "size": "ONNX: fixed at image_size (height, width); resize with the aspect kept",
         },
-        "output": {
-            "names": list(DETECTION_OUTPUTS),
-            "boxes": "x1, y1, x2, y2 in input pixels",
-            "labels": "index into labels, plus 1 (0 is background)",
-            "states": "index into states",
-            "state_scores": "probability of the predicted state",
-        },
+        "output": {"names": names, **outputs},
         "files": {fmt: path.name for fmt, path in files.items()},
     }
 

@@ -1,5 +1,5 @@
-"""Detection's train stage: Faster R-CNN with a state head on the train split, through the
-shared engine, the best epoch by the monitor on val (COCO mAP by default)."""
+"""Detection's train stage: Faster R-CNN with a state head (none without states) on the train
+split, through the shared engine, the best epoch by the monitor on val (COCO mAP by default)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
         "detector %s, parts %s, states %s, initial weights: %s",
         built.arch,
         ", ".join(parts),
-        ", ".join(states),
+        ", ".join(states) or "none (a plain detector: data.states is [])",
         built.weights_source,
     )
     root = Path(params.data.path)

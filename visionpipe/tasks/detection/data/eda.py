@@ -45,6 +45,8 @@ FIGURES = (
     "part_state.png",
     "samples.png",
 )
+#: the figures a plain detector's data (no states) has no use for
+STATE_FIGURES = ("state_frequency.png", "part_state.png")
 SAMPLE_SIDE = 384  # px of the longer side a sample is drawn at (captions stay readable)
 MAX_CAPTIONS = 20  # boxes in a sample beyond which captions would hide the image
 COUNT_TABLES = ("images", "annotations")  # the COCO source's report: counts per reason
@@ -64,7 +66,8 @@ def _union(lists: list[list[str]]) -> list[str]:
 def box_table(coco_by_split: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per box (split, image_id, part, state, width, height, area, aspect) and one per
     image (split, image_id, path, boxes); an annotation naming an unknown image or part, or
-    without a state, is a UserError naming the split and annotation id."""
+    without a state where the split has states, is a UserError naming the split and annotation
+    id. A split without states (a plain detector's) has "" as every box's state."""
     boxes, images = [], []
     for split, coco in coco_by_split.items():
         parts = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
@@ -76,7 +79,7 @@ def box_table(coco_by_split: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFram
             if int(ann["category_id"]) not in parts:
                 raise UserError(f"{where}: category_id {ann['category_id']} is not a category")
             state = (ann.get("attributes") or {}).get("state")
-            if state is None:
+            if state is None and coco.get("states", True):
                 raise UserError(f"{where}: no attributes.state")
             _, _, w, h = (float(v) for v in ann["bbox"])
             counts[int(ann["image_id"])] += 1
@@ -85,7 +88,7 @@ def box_table(coco_by_split: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFram
                     "split": split,
                     "image_id": int(ann["image_id"]),
                     "part": parts[int(ann["category_id"])],
-                    "state": str(state),
+                    "state": "" if state is None else str(state),
                     "width": w,
                     "height": h,
                     "area": w * h,
@@ -266,15 +269,15 @@ def _sample_picture(
         [v * scale for v in (x, y, x + w, y + h)]
         for x, y, w, h in (map(float, a["bbox"]) for a in anns)
     ]
-    states = [str(a["attributes"]["state"]) for a in anns]
-    one_part = len(parts) == 1  # then the part is in the title, and captions stay short
+    names = [parts[int(a["category_id"])] for a in anns]
+    # coloured by state; a plain detector's data (no states) by part
+    states = [str((a.get("attributes") or {}).get("state", "")) for a in anns]
+    keys = states if all(states) else names
     if len(anns) > MAX_CAPTIONS:  # a crowded image: the colours (and the legend) say enough
-        return draw_boxes(np.asarray(rgb), boxes, [""] * len(anns), [colors[s] for s in states])
-    captions = [
-        s if one_part else f"{parts[int(a['category_id'])]} {s}"
-        for a, s in zip(anns, states, strict=True)
-    ]
-    return draw_boxes(np.asarray(rgb), boxes, captions, [colors[s] for s in states], width=1)
+        return draw_boxes(np.asarray(rgb), boxes, [""] * len(anns), [colors[k] for k in keys])
+    one_part = len(parts) == 1  # then the part is in the title, and captions stay short
+    captions = [s if one_part else f"{n} {s}".strip() for n, s in zip(names, states, strict=True)]
+    return draw_boxes(np.asarray(rgb), boxes, captions, [colors[k] for k in keys], width=1)
 
 
 def samples_figure(
@@ -286,11 +289,14 @@ def samples_figure(
     path: Path,
 ) -> list[str]:
     """``samples`` images of all splits drawn with ``seed``, boxes coloured by state and captioned
-    with part and state. Returns the paths shown, in grid order."""
+    with part and state (no ``states``: coloured by part). Returns the paths shown, in grid
+    order."""
     pool = [(split, img) for split, coco in coco_by_split.items() for img in coco["images"]]
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(pool), size=min(samples, len(pool)), replace=False)
-    colors = state_colors(states)
+    all_parts = _union([part_names(c) for c in coco_by_split.values()])
+    keys = states or all_parts
+    colors = state_colors(keys)
     cols = max(1, min(len(chosen), 4))
     nrows = max(1, math.ceil(len(chosen) / cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 3.0 * nrows + 0.6), squeeze=False)
@@ -306,11 +312,10 @@ def samples_figure(
         name = Path(image["file_name"]).name
         ax.set_title(f"{split}: {name if len(name) <= 28 else name[:27] + '…'}", fontsize=7)
         shown.append(str(image["file_name"]))
-    handles = [Patch(color=colors[s], label=s) for s in states]
+    handles = [Patch(color=colors[k], label=k) for k in keys]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
     title = "Samples with their boxes"
-    all_parts = _union([part_names(c) for c in coco_by_split.values()])
     if len(all_parts) == 1:
         title += f" (part: {all_parts[0]})"
     fig.suptitle(title)
@@ -354,8 +359,9 @@ def detection_eda(
     seed: int,
     report: dict | None = None,
 ) -> dict[str, Any]:
-    """Write the detection EDA figures (:data:`FIGURES`) into ``figures`` and return the summary
-    (plain JSON types, no NaN)."""
+    """Write the detection EDA figures (:data:`FIGURES`; without states, as a plain detector's
+    data, none of :data:`STATE_FIGURES`) into ``figures`` and return the summary (plain JSON
+    types, no NaN)."""
     root, figures = Path(root), Path(figures)
     boxes, images = box_table(coco_by_split)
     if images.empty:
@@ -366,24 +372,33 @@ def detection_eda(
     parts = _union([part_names(c) for c in coco_by_split.values()] + [boxes["part"].tolist()])
     states = _union(
         [[str(s) for s in c.get("states", [])] for c in coco_by_split.values()]
-        + [boxes["state"].tolist()]
+        + [[s for s in boxes["state"].tolist() if s]]
     )
 
     boxes_per_image_figure(images, colors, figures / "boxes_per_image.png")
     box_sizes_figure(boxes, colors, figures / "box_sizes.png")
     box_aspect_figure(boxes, colors, figures / "box_aspect.png")
     part_counts = frequency(boxes, "part", parts, splits)
-    state_counts = frequency(boxes, "state", states, splits)
     frequency_figure(part_counts, "part", colors, figures / "part_frequency.png")
-    frequency_figure(state_counts, "state", colors, figures / "state_frequency.png")
-    part_state = (
-        boxes.groupby(["part", "state"])
-        .size()
-        .unstack(fill_value=0)
-        .reindex(index=parts, columns=states, fill_value=0)
-        .astype(int)
-    )
-    part_state_figure(part_state, figures / "part_state.png")
+    state_summary = {}
+    if states:
+        state_counts = frequency(boxes, "state", states, splits)
+        frequency_figure(state_counts, "state", colors, figures / "state_frequency.png")
+        part_state = (
+            boxes.groupby(["part", "state"])
+            .size()
+            .unstack(fill_value=0)
+            .reindex(index=parts, columns=states, fill_value=0)
+            .astype(int)
+        )
+        part_state_figure(part_state, figures / "part_state.png")
+        state_summary = {
+            "state_frequency": {
+                "all": {p: int(v) for p, v in state_counts.sum(axis=1).items()},
+                **{s: {p: int(v) for p, v in state_counts[s].items()} for s in splits},
+            },
+            "part_state": _nested(part_state),
+        }
     shown = samples_figure(coco_by_split, root, samples, seed, states, figures / "samples.png")
     log.info("eda: %d images, %d boxes, figures in %s", len(images), len(boxes), figures)
 
@@ -406,11 +421,7 @@ def detection_eda(
             "all": {p: int(v) for p, v in part_counts.sum(axis=1).items()},
             **{s: {p: int(v) for p, v in part_counts[s].items()} for s in splits},
         },
-        "state_frequency": {
-            "all": {p: int(v) for p, v in state_counts.sum(axis=1).items()},
-            **{s: {p: int(v) for p, v in state_counts[s].items()} for s in splits},
-        },
-        "part_state": _nested(part_state),
+        **state_summary,
         "samples": shown,
         "data_report": report_counts(report),
     }

@@ -1,6 +1,6 @@
-"""Detection's model side: Faster R-CNN with a state head (detector), the images and targets of
-a split (dataset), COCO mAP and state matching (metrics) and the engine hooks (hooks), shared
-by train, evaluate and export."""
+"""Detection's model side: Faster R-CNN with a state head or without one (detector), the images
+and targets of a split (dataset), COCO mAP and state matching (metrics) and the engine hooks
+(hooks), shared by train, evaluate and export."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ class DetectionTask(TaskModel):
     name = "detection"
     monitor_modes = {"map": "max", "map_50": "max", "state_accuracy": "max", "loss": "min"}
     default_monitor = "val_map"
+
+    def monitor(self, params: Any) -> str:
+        """As for every task, and val_state_accuracy only where there is a state head."""
+        key = super().monitor(params)
+        if key == "val_state_accuracy" and not params.data.states:
+            raise UserError(
+                "train.monitor: val_state_accuracy needs states; data.states is [] (a plain "
+                "detector), use val_map, val_map_50 or val_loss"
+            )
+        return key
 
 
 def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -36,7 +36,8 @@ class DetectionSet:
 
 
 def image_targets(coco: dict, states: Sequence[str]) -> dict[int, dict[str, torch.Tensor]]:
-    """Per image id: boxes (x1, y1, x2, y2 in original pixels), labels and states."""
+    """Per image id: boxes (x1, y1, x2, y2 in original pixels), labels, and states unless
+    ``states`` is empty (a plain detector's data)."""
     label_of = {
         c["id"]: i + 1 for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))
     }
@@ -44,15 +45,16 @@ def image_targets(coco: dict, states: Sequence[str]) -> dict[int, dict[str, torc
     rows: dict[int, list[tuple[list[float], int, int]]] = {im["id"]: [] for im in coco["images"]}
     for ann in coco["annotations"]:
         x, y, w, h = ann["bbox"]
-        state = state_of[ann["attributes"]["state"]]
+        state = state_of[ann["attributes"]["state"]] if states else -1
         rows[ann["image_id"]].append(([x, y, x + w, y + h], label_of[ann["category_id"]], state))
     out = {}
     for image_id, items in rows.items():
         out[image_id] = {
             "boxes": torch.tensor([b for b, _, _ in items], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor([lab for _, lab, _ in items], dtype=torch.int64),
-            "states": torch.tensor([s for _, _, s in items], dtype=torch.int64),
         }
+        if states:
+            out[image_id]["states"] = torch.tensor([s for _, _, s in items], dtype=torch.int64)
     return out
 
 
@@ -141,21 +143,21 @@ def to_coco_results(
     states: Sequence[str],
 ) -> list[dict[str, Any]]:
     """Model outputs (scaled pixels, labels) -> COCO result records in the file's pixels and
-    category ids, with the predicted state and its probability."""
+    category ids, with the predicted state and its probability (a detector with states)."""
     category_ids = [c["id"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
     records = []
     for out, image_id, scale in zip(outputs, image_ids, scales, strict=True):
         boxes = out["boxes"].detach().float().cpu() / scale
         for i in range(len(boxes)):
             x1, y1, x2, y2 = (float(v) for v in boxes[i])
-            records.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": category_ids[int(out["labels"][i]) - 1],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "score": float(out["scores"][i]),
-                    "state": states[int(out["states"][i])],
-                    "state_score": float(out["state_scores"][i]),
-                }
-            )
+            record = {
+                "image_id": int(image_id),
+                "category_id": category_ids[int(out["labels"][i]) - 1],
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(out["scores"][i]),
+            }
+            if states:
+                record["state"] = states[int(out["states"][i])]
+                record["state_score"] = float(out["state_scores"][i])
+            records.append(record)
     return records

@@ -1,4 +1,5 @@
-"""Faster R-CNN with a per-box state head, and offline-first loading of its initial weights.
+"""Faster R-CNN with a per-box state head (or without one: a plain detector when the data has no
+states), and offline-first loading of its initial weights.
 
 The state head sits on the box head's 1024-wide RoI features, beside the class and box
 predictors, the way torchvision's RoIHeads hang the mask branch: trained on the positive sampled
@@ -389,7 +390,8 @@ def build_detector(
     box_detections_per_img: int = 100,
 ) -> BuiltDetector:
     """Faster R-CNN for ``num_parts`` part classes (+ background) with a ``num_states`` state
-    head, taking float RGB images in 0..255.
+    head (0: none, torchvision's own RoIHeads: a plain detector), taking float RGB images in
+    0..255.
 
     ``pretrained`` walks the weights chain in the module docstring; ``trainable_layers`` is
     torchvision's trainable_backbone_layers (pretrained backbones only: a random backbone is all
@@ -398,10 +400,9 @@ def build_detector(
     RoI sampling defaults are smaller than torchvision's to keep CPU training affordable.
     """
     _check_arch(arch, trainable_layers)
-    if num_parts < 1 or num_states < 1:
+    if num_parts < 1 or num_states < 0:
         raise UserError(
-            f"detection: need at least one part and one state (got {num_parts} parts, "
-            f"{num_states} states)"
+            f"detection: need at least one part (got {num_parts} parts, {num_states} states)"
         )
     options = {
         "min_size": min_size,
@@ -422,9 +423,10 @@ def build_detector(
     def finish(model: FasterRCNN, built_arch: str, source: str) -> BuiltDetector:
         if model.roi_heads.box_predictor.cls_score.out_features != num_classes:
             model.roi_heads.box_predictor = FastRCNNPredictor(REPRESENTATION_SIZE, num_classes)
-        model.roi_heads = StateRoIHeads.from_roi_heads(
-            model.roi_heads, StatePredictor(REPRESENTATION_SIZE, num_states)
-        )
+        if num_states:
+            model.roi_heads = StateRoIHeads.from_roi_heads(
+                model.roi_heads, StatePredictor(REPRESENTATION_SIZE, num_states)
+            )
         log.info("detector %s, initial weights: %s", built_arch, source)
         return BuiltDetector(model, built_arch, source)
 

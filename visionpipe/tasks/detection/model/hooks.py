@@ -31,8 +31,9 @@ LOSSES = (*DETECTION_LOSSES, "loss_state")
 
 
 def total_loss(losses: dict[str, torch.Tensor], state_weight: float) -> torch.Tensor:
-    """Detection losses + ``state_weight`` x state cross-entropy."""
-    return sum(losses[k] for k in DETECTION_LOSSES) + state_weight * losses["loss_state"]
+    """Detection losses + ``state_weight`` x state cross-entropy (when there is a state head)."""
+    total = sum(losses[k] for k in DETECTION_LOSSES)
+    return total + state_weight * losses["loss_state"] if "loss_state" in losses else total
 
 
 @contextlib.contextmanager
@@ -62,7 +63,8 @@ def mean_losses(
     state_weight: float,
 ) -> dict[str, float]:
     """Each loss component (and the total) averaged over ``data``, without training."""
-    sums = dict.fromkeys((*LOSSES, "loss"), 0.0)
+    has_states = bool(data.targets) and "states" in data.targets[0]
+    sums = dict.fromkeys((*(LOSSES if has_states else DETECTION_LOSSES), "loss"), 0.0)
     with loss_mode(model):
         for idx in batches(len(data), batch_size):
             images = [data.images[i].to(device).float() for i in idx]
@@ -96,23 +98,22 @@ def validation_metrics(
     params: Any,
     device: torch.device,
 ) -> dict[str, float]:
-    """COCO mAP, mAP@.5 and state accuracy (at the score and IoU thresholds) on ``data``."""
+    """COCO mAP, mAP@.5 and (with states) state accuracy at the score and IoU thresholds."""
     cfg, states_names = params.detection, list(gt["states"])
     outputs = predict(model, data, params.train.batch_size, device)
     records = to_coco_results(outputs, data.image_ids, data.scales, gt, states_names)
     coco = evaluate_coco(gt, records).metrics
-    matches = match_detections(gt, records, cfg.iou_threshold, cfg.score_threshold)
-    states = state_metrics(matches, states_names)
-    return {
-        "map": coco["map"] or 0.0,
-        "map_50": coco["map_50"] or 0.0,
-        "state_accuracy": states["state_accuracy"] or 0.0,
-    }
+    scores = {"map": coco["map"] or 0.0, "map_50": coco["map_50"] or 0.0}
+    if states_names:
+        matches = match_detections(gt, records, cfg.iou_threshold, cfg.score_threshold)
+        states = state_metrics(matches, states_names)
+        scores["state_accuracy"] = states["state_accuracy"] or 0.0
+    return scores
 
 
 class DetectionHooks(TrainHooks):
-    """Faster R-CNN with a state head in the shared loop: the detector's losses in train mode,
-    validation losses with frozen statistics, then COCO mAP and state accuracy."""
+    """Faster R-CNN (with or without a state head) in the shared loop: the detector's losses in
+    train mode, validation losses with frozen statistics, then COCO mAP and state accuracy."""
 
     #: under DDP, a batch whose images hold no box leaves the box heads without a gradient
     find_unused_parameters = True

@@ -51,6 +51,9 @@ MATCH_COLUMNS = [
     "true",
     "predicted",
 ]
+#: a plain detector's rows (no states): ``true`` and ``predicted`` are then the parts
+STATE_COLUMNS = ("state_true", "state_pred", "state_score")
+PLAIN_MATCH_COLUMNS = [c for c in MATCH_COLUMNS if c not in STATE_COLUMNS]
 # COCOeval.stats, in its order
 _STATS = (
     "map",
@@ -215,11 +218,11 @@ def _row(
     states: list[str],
 ) -> dict[str, Any]:
     part_true = parts[int(ann["category_id"])] if ann else None
-    state_true = _gt_state(ann, states) if ann else None
     part_pred = parts.get(int(det["category_id"]), str(det["category_id"])) if det else None
-    state_pred = _name(det["state"], states) if det else None
     box = _xyxy(det["bbox"] if det else ann["bbox"])
-    return {
+    state_true = _gt_state(ann, states) if ann and states else None
+    state_pred = _name(det["state"], states) if det and states else None
+    row = {
         "image_id": int(image["id"]),
         "path": str(image["file_name"]),
         "ann_id": int(ann["id"]) if ann else -1,
@@ -229,7 +232,7 @@ def _row(
         "state_true": state_true,
         "state_pred": state_pred,
         "score": float(det["score"]) if det else np.nan,
-        "state_score": float(det["state_score"]) if det else np.nan,
+        "state_score": float(det["state_score"]) if det and states else np.nan,
         "iou": round(iou, 6),
         "x1": box[0],
         "y1": box[1],
@@ -238,6 +241,10 @@ def _row(
         "true": state_true if ann else BACKGROUND,
         "predicted": state_pred if det else MISSED,
     }
+    if not states:  # a plain detector: no state columns, the confusion is between parts
+        row = {k: v for k, v in row.items() if k not in STATE_COLUMNS}
+        row.update(true=part_true if ann else BACKGROUND, predicted=part_pred if det else MISSED)
+    return row
 
 
 def match_detections(
@@ -254,7 +261,8 @@ def match_detections(
     ``detections`` (-1 for a miss), ``ann_id`` the annotation id (-1 for a detection with no
     box). ``iou`` is the matched IoU, or for an unmatched row its best IoU with the other side
     (0 when there is none). Detections carry ``state`` (name or index into ``gt["states"]``) and
-    ``state_score``; ``true``/``predicted`` feed the state confusion plot.
+    ``state_score``; ``true``/``predicted`` feed the state confusion plot. Without states (a
+    plain detector) the rows have no state columns and ``true``/``predicted`` are the parts.
     """
     states = [str(s) for s in gt.get("states", [])]
     parts = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
@@ -294,7 +302,7 @@ def match_detections(
             if not taken[a]:
                 value = float(iou[:, a].max()) if len(dets) else 0.0
                 rows.append(_row(image, ann, None, -1, value, parts, states))
-    return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+    return pd.DataFrame(rows, columns=MATCH_COLUMNS if states else PLAIN_MATCH_COLUMNS)
 
 
 def _share(num: int, den: int) -> float | None:
@@ -303,12 +311,13 @@ def _share(num: int, den: int) -> float | None:
 
 def state_metrics(matches: pd.DataFrame, states: list[str]) -> dict[str, Any]:
     """State and part accuracy on matched pairs, detection precision/recall/F1 at the
-    thresholds :func:`match_detections` used, per-state recall and the state confusion."""
+    thresholds :func:`match_detections` used, per-state recall and the state confusion (a
+    plain detector, ``states`` empty, has no state figures: state_accuracy is None)."""
     matched = matches[(matches["ann_id"] >= 0) & (matches["det_index"] >= 0)]
     n_det = int((matches["det_index"] >= 0).sum())
     n_gt = int((matches["ann_id"] >= 0).sum())
     n = len(matched)
-    state_ok = matched["state_true"] == matched["state_pred"]
+    state_ok = matched["state_true"] == matched["state_pred"] if states else None
     precision, recall = _share(n, n_det), _share(n, n_gt)
     f1 = None
     if precision is not None and recall is not None:
@@ -322,10 +331,10 @@ def state_metrics(matches: pd.DataFrame, states: list[str]) -> dict[str, Any]:
         per_state_detection[state] = _share(
             int(of_state.sum()), int((gt_rows["state_true"] == state).sum())
         )
-    pairs = matched.groupby(["state_true", "state_pred"]).size()
+    pairs = matched.groupby(["state_true", "state_pred"]).size() if states else None
     confusion = {t: {p: int(pairs.get((t, p), 0)) for p in states} for t in states}
     return {
-        "state_accuracy": _share(int(state_ok.sum()), n),
+        "state_accuracy": _share(int(state_ok.sum()), n) if states else None,
         "part_accuracy": _share(int((matched["part_true"] == matched["part_pred"]).sum()), n),
         "matched": n,
         "detections": n_det,
