@@ -257,3 +257,129 @@ def test_the_simple_format_with_an_images_folder(tmp_path):
     assert scan.manifest["path"].tolist() == ["pics/a.png", "pics/b.png", "pics/c.png"]
     assert scan.manifest["width"].tolist() == [40, 40, 40]
     assert scan.report["images"]["size_mismatch"] == 0
+
+
+def write_roboflow_coco(root: Path, counts: dict[str, int]) -> None:
+    """Roboflow's COCO export: a folder per split (train, valid, test) holding its images and
+    ``_annotations.coco.json`` with bare file names, and the dataset itself listed as
+    category 0, the supercategory of the real ones, with no box."""
+    categories = [
+        {"id": 0, "name": "bikes", "supercategory": "none"},
+        {"id": 1, "name": "chain", "supercategory": "bikes"},
+        {"id": 2, "name": "wheel", "supercategory": "bikes"},
+    ]
+    for folder, n in counts.items():
+        images, annotations = [], []
+        for i in range(n):
+            name = f"{folder}_{i}_jpg.rf.{i:04x}.jpg"
+            write_image(root / folder / name, value=20 + 9 * i, size=(48, 32), mode="RGB")
+            images.append({"id": i, "file_name": name, "width": 48, "height": 32})
+            annotations.append(
+                {"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [2, 2, 16, 10]}
+            )
+        coco = {"images": images, "annotations": annotations, "categories": categories}
+        (root / folder / "_annotations.coco.json").write_text(json.dumps(coco))
+
+
+def test_a_roboflow_coco_export_keeps_its_splits(tmp_path):
+    root = tmp_path / "rf"
+    write_roboflow_coco(root, {"train": 6, "valid": 3, "test": 2})
+    files = {s: f"{d}/_annotations.coco.json" for s, d in [("train", "train"), ("val", "valid")]}
+    files["test"] = "test/_annotations.coco.json"
+    raw = params("detection", path=str(root), annotations=files, states=[])
+    manifest, report, splits = prepare_and_split(tmp_path, raw)
+    assert len(manifest) == 11 and report["format"] == "coco"
+    assert report["parts"] == {"chain": 6, "wheel": 5} and report["states"] == {}
+    assert report["categories_dropped"] == ["bikes"]
+    by_split = {s: json.loads(splits[s].read_text())["images"] for s in ("train", "val", "test")}
+    folders = {s: {i["file_name"].split("/")[0] for i in imgs} for s, imgs in by_split.items()}
+    assert folders == {"train": {"train"}, "val": {"valid"}, "test": {"test"}}
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [6, 3, 2]
+    test = json.loads(splits["test"].read_text())
+    assert all(a["attributes"] == {} for a in test["annotations"])
+
+
+def test_a_pre_split_export_without_test_has_test_carved_from_train(tmp_path):
+    root = tmp_path / "rf"
+    write_roboflow_coco(root, {"train": 10, "valid": 3})
+    files = {"train": "train/_annotations.coco.json", "val": "valid/_annotations.coco.json"}
+    raw = params("detection", path=str(root), annotations=files, states=[])
+    _, _, splits = prepare_and_split(tmp_path, raw)
+    by_split = {s: json.loads(splits[s].read_text())["images"] for s in ("train", "val", "test")}
+    assert {i["file_name"].split("/")[0] for i in by_split["test"]} == {"train"}
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [8, 3, 2]
+
+
+def write_yolo(root: Path, counts: dict[str, int], names=("wheel", "chain")) -> None:
+    """An Ultralytics export: data.yaml, images/<split>/ and labels/<split>/ (one image of
+    train without a label file: a background image)."""
+    lines = ["path: .", *(f"{s}: images/{s}" for s in counts), f"names: {list(names)}"]
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "data.yaml").write_text("\n".join(lines) + "\n")
+    for split, n in counts.items():
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            write_image(root / "images" / split / f"{i}.png", value=10 + 20 * i, size=(40, 20))
+            if split == "train" and i == 0:
+                continue
+            label = f"{i % len(names)} 0.5 0.5 0.5 0.5\n"
+            (root / "labels" / split / f"{i}.txt").write_text(label)
+
+
+def test_a_yolo_export_through_prepare_and_split(tmp_path):
+    root = tmp_path / "yolo"
+    write_yolo(root, {"train": 8, "val": 3})
+    raw = params("detection", path=str(root), annotations="data.yaml", states=[])
+    manifest, report, splits = prepare_and_split(tmp_path, raw)
+    assert report["format"] == "yolo" and len(manifest) == 11
+    assert report["yolo"] == {"without_label_file": 1, "segments": 0}
+    assert report["images"]["without_boxes"] == 1 and report["parts"] == {"wheel": 5, "chain": 5}
+    by_split = {s: json.loads(splits[s].read_text()) for s in ("train", "val", "test")}
+    assert {i["file_name"] for i in by_split["val"]["images"]} == {
+        f"images/val/{i}.png" for i in range(3)
+    }
+    assert all(i["file_name"].startswith("images/train/") for i in by_split["test"]["images"])
+    assert sum(len(c["images"]) for c in by_split.values()) == 11
+    box = by_split["val"]["annotations"][0]["bbox"]
+    assert box == [10.0, 5.0, 20.0, 10.0]  # 0.5 0.5 0.5 0.5 of a 40 x 20 image
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"states": ["intact"]},
+            "data.yaml: YOLO labels carry no state; set data.states: [] to train a plain detector",
+        ),
+        (
+            {"states": [], "images": "images"},
+            "data.images 'images': a YOLO data.yaml names its own image folders",
+        ),
+        (
+            {"states": [], "annotations": {"train": "data.yaml", "tset": "x.json"}},
+            "data.annotations.tset: unknown split; use train, val and test",
+        ),
+        ({"states": ["a", ""]}, "data.states: expected distinct state names"),
+    ],
+)
+def test_yolo_and_split_file_mistakes_are_one_line(tmp_path, data, message):
+    root = tmp_path / "yolo"
+    write_yolo(root, {"train": 3, "val": 1})
+    raw = params("detection", path=str(root), annotations="data.yaml")
+    raw["data"].update(data)
+    out = str(tmp_path / "p")
+    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_states_off_reads_a_cvat_export_as_a_plain_detector_set(tmp_path):
+    root = tmp_path / "bikes"
+    save_coco(root, write_cvat_coco(root, ["wheel", "saddle"]))
+    scan = scan_coco(
+        root, "annotations/instances_default.json", "state", [], workers=1, images="images"
+    )
+    assert all(a["attributes"] == {} for a in scan.coco["annotations"])
+    assert scan.coco["states"] == [] and scan.report["states"] == {}
+    assert set(scan.manifest["states"]) == {""} and len(scan.manifest) == 6

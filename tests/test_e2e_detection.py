@@ -105,3 +105,50 @@ def test_detection_trains_in_two_ddp_processes(detection_repo, tmp_path):
     _, meta = read_checkpoint(repo / "models/model.pt")
     assert meta["distributed"] == {"processes": 2, "backend": "gloo"}
     assert meta["history"][0]["val_map"] >= 0.0
+
+
+def test_a_plain_detector_without_states(detection_repo, tmp_path):
+    """data.states: [] on the same panels (their state attributes unread): a detector without
+    the state head, and every artifact without states, through `dvc repro` and predict."""
+    repo = copy_built(detection_repo, tmp_path / "plain", {"data": {"states": []}})
+    run(repo, "dvc", "repro")
+    eda = repo / "figures/eda"
+    assert (eda / "samples.png").is_file() and (eda / "part_frequency.png").is_file()
+    assert not (eda / "state_frequency.png").exists() and not (eda / "part_state.png").exists()
+    figures = repo / "figures/evaluate"
+    assert (figures / "part_confusion.png").is_file()
+    assert not (figures / "state_confusion.png").exists()
+
+    summary = json.loads((repo / "results/eda/summary.json").read_text())
+    assert summary["states"] == [] and "state_frequency" not in summary
+    _, meta = read_checkpoint(repo / "models/model.pt")
+    assert meta["states"] == [] and meta["num_states"] == 0
+    assert not any("state" in key for key in meta["history"][0])
+    files = dvc_json(repo, "metrics", "show")[""]["data"]
+    ev = files["results/evaluate/metrics.json"]["data"]
+    assert "state_accuracy" not in ev and 0.0 <= ev["map_50"] <= 1.0
+    details = json.loads((repo / "results/evaluate/tables/details.json").read_text())
+    assert "state_confusion" not in details and "per_state_recall" not in details
+    predictions = pd.read_csv(repo / "results/evaluate/predictions.csv", keep_default_na=False)
+    assert not [c for c in predictions.columns if c.startswith("state")]
+    assert set(predictions["true"]) <= {"mono", "poly", "background"}
+    detections = json.loads((repo / "results/evaluate/tables/detections.json").read_text())
+    assert all("state" not in d for d in detections)
+
+    sidecar = json.loads((repo / "models/export/model.json").read_text())
+    assert sidecar["states"] == [] and sidecar["output"]["names"] == ["boxes", "labels", "scores"]
+    ex = files["results/export/metrics.json"]["data"]
+    assert any("max_box_abs_diff" in ex[fmt] for fmt in ("torchscript", "onnx")), ex
+    assert all("state_agreement" not in ex[fmt] for fmt in ("torchscript", "onnx"))
+    test_coco = json.loads((repo / "data/splits/test.json").read_text())
+    assert all(not a["attributes"] for a in test_coco["annotations"])
+    panel = repo / "data/raw" / test_coco["images"][0]["file_name"]
+    for name in ("model.onnx", "model.ts"):
+        if (repo / "models/export" / name).is_file():
+            out = run(
+                repo, "python", "-m", "visionpipe.predict", f"models/export/{name}", str(panel)
+            )
+            record = json.loads(out.stdout.splitlines()[-1])
+            assert record["class"] == "none" or "/" not in record["class"], record
+    assert (repo / "results/simulate/log.csv").is_file()
+    assert not dvc_json(repo, "plots", "show").get("errors")

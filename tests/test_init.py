@@ -16,7 +16,13 @@ import yaml
 
 from tests.conftest import REPO, make_class_folders, write_image
 from tests.e2e import copy_repo, run
-from tests.test_data_layouts import save_coco, voc_xml, write_cvat_coco
+from tests.test_data_layouts import (
+    save_coco,
+    voc_xml,
+    write_cvat_coco,
+    write_roboflow_coco,
+    write_yolo,
+)
 from visionpipe.core.params import load_params
 
 
@@ -162,9 +168,43 @@ def test_a_cvat_coco_export_and_a_voc_export(tmp_path):
     assert len(manifest) == 4
 
 
+def test_a_yolo_export_and_a_roboflow_coco_export(tmp_path):
+    write_yolo(tmp_path / "yolo", {"train": 6, "val": 2})
+    proc = init(tmp_path, "yolo")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "yolo: YOLO, read as detection" in proc.stdout
+    assert "found data.yaml, a YOLO export (2 classes; splits train, val" in proc.stdout
+    assert "8 images; boxes per part: wheel 3, chain 4\n" in proc.stdout
+    assert "1 images without a label file (background images, no box)" in proc.stdout
+    data = written(tmp_path)["data"]
+    assert data["annotations"] == "data.yaml" and data["states"] == [] and data["images"] == ""
+    manifest, _ = prepare_and_split(tmp_path)
+    assert len(manifest) == 8 and set(manifest["split"]) == {"train", "val"}
+
+    second = tmp_path / "second"
+    write_roboflow_coco(second / "rf", {"train": 5, "valid": 2, "test": 2})
+    proc = init(second, "rf")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rf: per-split COCO, read as detection" in proc.stdout
+    assert "categories without boxes dropped: bikes" in proc.stdout
+    assert "no box has a 'state' attribute: a plain detector" in proc.stdout
+    data = written(second)["data"]
+    assert data["annotations"] == {
+        "train": "train/_annotations.coco.json",
+        "val": "valid/_annotations.coco.json",
+        "test": "test/_annotations.coco.json",
+    }
+    assert data["states"] == []
+    manifest, files = prepare_and_split(second)
+    assert len(manifest) == 9
+    test = json.loads(next(f for f in files if f.name == "test.json").read_text())
+    assert {i["file_name"].split("/")[0] for i in test["images"]} == {"test"}
+
+
 def make_yolo(root: Path) -> None:
+    """A YOLO export whose train folder was not copied along."""
     (root / "labels" / "train").mkdir(parents=True)
-    (root / "data.yaml").write_text("names: [wheel]\n")
+    (root / "data.yaml").write_text("train: images/train\nnames: [wheel]\n")
 
 
 def make_notes(root: Path) -> None:
@@ -177,7 +217,7 @@ def make_notes(root: Path) -> None:
     [
         (lambda root: None, "no such folder"),
         (make_notes, "no layout recognised (class folders, train/ val/ folders, a table"),
-        (make_yolo, "a YOLO export (data.yaml, labels/); this version reads class folders"),
+        (make_yolo, "data.yaml: train 'images/train': not found (tried images/train in"),
     ],
 )
 def test_folders_it_cannot_read_are_one_line(tmp_path, make, message):

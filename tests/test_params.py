@@ -69,6 +69,11 @@ def test_repo_params_are_valid():
         ("train.lr", KeyError, "train.lr: missing"),
         ("bogus", {}, "bogus: unknown key"),
         ("evaluate", [1], "evaluate: expected a mapping"),
+        ("data.annotations", {"val": "v.json"}, "data.annotations: expected a file (or folder)"),
+        ("data.annotations", 3, "data.annotations: expected a file (or folder) name"),
+        ("data.annotations", {"train": "t.json", "dev": "d.json"}, "data.annotations.dev: unknown"),
+        ("data.annotations", {"train": ""}, "data.annotations.train: expected a file name"),
+        ("data.states", ["a", "a"], "data.states: expected distinct state names ([] for a plain"),
     ],
 )
 def test_bad_values_name_the_key(path, value, message):
@@ -84,6 +89,13 @@ def test_class_weights_forms():
     ).classification.class_weights == ("balanced")
     mapping = params_from_dict(with_change("classification.class_weights", {"a": 2, "b": 0.5}))
     assert mapping.classification.class_weights == {"a": 2.0, "b": 0.5}
+
+
+def test_states_off_and_split_files_are_valid():
+    plain = params_from_dict(with_change("data.states", []))
+    assert plain.data.states == []
+    files = {"train": "train/_annotations.coco.json", "val": "valid/_annotations.coco.json"}
+    assert params_from_dict(with_change("data.annotations", files)).data.annotations == files
 
 
 def test_int_accepted_for_float():

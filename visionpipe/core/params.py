@@ -96,6 +96,23 @@ class Embedded:
     cell_size: int = field(default=80, metadata=_range(16))  # pixels per cell in a panel
 
 
+def _check_annotations(key: str, value: Any) -> Any:
+    """One annotations file or folder, or a mapping of the splits' files (train required)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "train" in value:
+        for split, name in value.items():
+            if split not in ("train", "val", "test"):
+                raise ParamsError(f"{key}.{split}: unknown split; use train, val and test")
+            if not isinstance(name, str) or not name.strip():
+                raise ParamsError(f"{key}.{split}: expected a file name, got {name!r}")
+        return dict(value)
+    raise ParamsError(
+        f"{key}: expected a file (or folder) name, or a mapping of split to file with train "
+        f"({{train: train/_annotations.coco.json, val: ...}}), got {value!r}"
+    )
+
+
 @dataclass(frozen=True)
 class Data:
     """Images under ``path``, described by a table (CSV/Excel inside ``path``) or class folders.
@@ -117,7 +134,11 @@ class Data:
     target_column: str = "target"
     group_column: str = ""
     metadata_columns: list[str] = field(default_factory=list)
-    annotations: str = "annotations.json"  # detection: COCO JSON or simple per-image JSON inside
+    # detection: COCO JSON, simple per-image JSON, YOLO data.yaml or a VOC folder inside path;
+    # or a mapping {train: ..., val: ..., test: ...} of per-split files (Roboflow's COCO export)
+    annotations: str | dict = field(
+        default="annotations.json", metadata={"check": _check_annotations}
+    )
     state_key: str = "state"  # detection: attributes.<state_key> (CVAT export) or a top-level key
     states: list[str] = field(default_factory=lambda: ["intact", "damaged", "absent", "occluded"])
 
@@ -358,8 +379,10 @@ def _check_cross_fields(p: Params) -> None:
             f" + {p.split.test} = {total:g}"
         )
     states = p.data.states
-    if not states or len(set(states)) != len(states):
-        raise ParamsError(f"data.states: expected distinct state names, got {states!r}")
+    if len(set(states)) != len(states) or not all(s.strip() for s in states):
+        raise ParamsError(
+            f"data.states: expected distinct state names ([] for a plain detector), got {states!r}"
+        )
     if p.base.task == "detection":
         _check_detection_training(p)
     if p.detection.max_size < p.detection.min_size:

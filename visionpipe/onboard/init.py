@@ -3,12 +3,13 @@
     python -m visionpipe.init mydata [--task classification|regression|detection] [--dry-run]
 
 Recognises the folder's layout (class folders, flat or train/ val/ [test/]; a table naming the
-images, its image, label or target and group columns guessed and said so; a COCO file; a Pascal
-VOC Annotations/ folder), writes the params that read it into params.yaml (the data section, the
-task, binary metrics off, an image size that does not upscale small images; comments kept),
-then runs the pipeline's own prepare scan on them and prints what it found: images per class or
-part, files skipped and why, images no row names, and the `dvc repro` to run next. A folder it
-cannot read or recognise is one line and exit code 2.
+images, its image, label or target and group columns guessed and said so; a COCO file, or one per
+split folder as Roboflow exports; a YOLO data.yaml; a Pascal VOC Annotations/ folder), writes
+the params that read it into params.yaml (the data section, the task, binary metrics off, an
+image size that does not upscale small images, data.states: [] for a plain detector; comments
+kept), then runs the pipeline's own prepare scan on them and prints what it found: images per
+class or part, files skipped and why, images no row names, and the `dvc repro` to run next. A
+folder it cannot read or recognise is one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ def _counts(task: str, samples: pd.DataFrame, report: dict) -> list[str]:
         return [f"  {len(samples)} images, target {t.min():.4g} .. {t.max():.4g}{grouped}"]
     parts = ", ".join(f"{k} {v}" for k, v in report.get("parts", {}).items())
     states = ", ".join(f"{k} {v}" for k, v in report.get("states", {}).items())
-    return [f"  {len(samples)} images; boxes per part: {parts}; per state: {states}"]
+    per_state = f"; per state: {states}" if states else ""
+    lines = [f"  {len(samples)} images; boxes per part: {parts}{per_state}"]
+    if unlabelled := report.get("yolo", {}).get("without_label_file"):
+        lines.append(f"  {unlabelled} images without a label file (background images, no box)")
+    if dropped := report.get("categories_dropped"):
+        lines.append(f"  categories without boxes dropped: {', '.join(dropped)}")
+    return lines
 
 
 def write_params(path: Path, changes: dict[str, dict[str, Any]]) -> None:

@@ -40,7 +40,8 @@ MAX_DEPTH = 2
 class Layout:
     """A recognised layout: the task, the data params to write, what was found and guessed."""
 
-    kind: str  # "class folders", "pre-split class folders", "table", "COCO", "Pascal VOC"
+    kind: str  # "class folders", "pre-split class folders", "table", "COCO", "per-split COCO",
+    # "Pascal VOC", "YOLO"
     task: str
     data: dict[str, Any]
     notes: list[str] = field(default_factory=list)
@@ -79,13 +80,29 @@ def _best_images_folder(root: Path, names: list[str], near: Path) -> tuple[str, 
 
 
 def yolo(root: Path) -> Layout | None:
-    """An Ultralytics or Roboflow YOLO export (data.yaml beside labels/): recognised, so that
-    the refusal is one line saying what it is."""
-    if (root / "data.yaml").is_file() and (root / "labels").is_dir():
-        raise UserError(
-            f"{root}: a YOLO export (data.yaml, labels/); this version reads class folders, "
-            "tables, COCO and Pascal VOC, not YOLO txt labels yet"
-        )
+    """An Ultralytics or Roboflow YOLO export: a ``data.yaml`` (or any YAML at most two folders
+    down) naming ``train`` and the class ``names``. YOLO labels carry no state: a plain
+    detector."""
+    import yaml
+
+    for path in _files(root, (".yaml", ".yml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if not isinstance(raw, dict) or "train" not in raw or "names" not in raw:
+            continue
+        rel = path.relative_to(root).as_posix()
+        names = raw["names"]
+        count = len(names) if isinstance(names, list | dict) else "?"
+        splits = [s for s in ("train", "val", "test") if raw.get(s)]
+        notes = [
+            f"found {rel}, a YOLO export ({count} classes; splits {', '.join(splits)}, kept as "
+            "they are, test carved from train when absent)",
+            "YOLO labels carry no state: a plain detector (data.states: [])",
+        ]
+        data = {"annotations": rel, "images": "", "states": []}
+        return Layout("YOLO", "detection", data, notes)
     return None
 
 
@@ -112,37 +129,80 @@ def voc(root: Path) -> Layout | None:
     return _detection("Pascal VOC", data, sorted(states), notes, folder)
 
 
-def coco(root: Path) -> Layout | None:
+#: the folder names of a per-split export (Roboflow: train/, valid/, test/) and their splits
+SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+
+
+def _coco_files(root: Path) -> list[tuple[Path, dict]]:
+    found = []
     for path in _files(root, (".json",)):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, MemoryError):
             continue
-        if not isinstance(raw, dict) or not set(COCO_KEYS) <= set(raw):
-            continue
-        listed = raw["images"] if isinstance(raw["images"], list) else []
-        boxes = raw["annotations"] if isinstance(raw["annotations"], list) else []
-        rel = path.relative_to(root).as_posix()
-        names = [str(im.get("file_name", "")) for im in listed if isinstance(im, dict)]
-        images, hits = _best_images_folder(root, names, path.parent)
-        notes = [
-            f"found {rel}, a COCO file ({len(names)} images listed)",
-            f"guessed images: {images or 'the data folder'}, where {hits} of the first "
-            f"{min(len(names), PROBE)} exist",
-        ]
-        data = {"annotations": rel, "images": images, "state_key": "state"}
-        states = {state_of(a, "state") for a in boxes if isinstance(a, dict)} - {None}
-        return _detection("COCO", data, sorted(map(str, states)), notes, path)
-    return None
+        if isinstance(raw, dict) and set(COCO_KEYS) <= set(raw):
+            found.append((path, raw))
+    return found
+
+
+def _states(raws: list[dict]) -> list[str]:
+    boxes = [a for raw in raws if isinstance(raw["annotations"], list) for a in raw["annotations"]]
+    return sorted(map(str, {state_of(a, "state") for a in boxes if isinstance(a, dict)} - {None}))
+
+
+def _per_split(root: Path, files: list[tuple[Path, dict]]) -> Layout | None:
+    """COCO files one per split folder (Roboflow's export: train/, valid/ [test/], each with
+    its images and _annotations.coco.json): their splits are kept."""
+    by_split: dict[str, tuple[Path, dict]] = {}
+    for path, raw in files:
+        split = SPLIT_FOLDERS.get(path.parent.name.lower())
+        if split and path.parent.parent == root and split not in by_split:
+            by_split[split] = (path, raw)
+    if "train" not in by_split or len(by_split) < 2:
+        return None
+    mapping = {
+        s: by_split[s][0].relative_to(root).as_posix()
+        for s in SPLIT_FOLDERS.values()
+        if s in by_split
+    }
+    counts = ", ".join(f"{s} {len(by_split[s][1]['images'])}" for s in mapping)
+    notes = [
+        f"found one COCO file per split folder ({', '.join(mapping.values())}; images listed: "
+        f"{counts}); the splits are kept, test carved from train when absent",
+        "images: beside each split's file",
+    ]
+    data = {"annotations": mapping, "images": "", "state_key": "state"}
+    raws = [raw for _, raw in by_split.values()]
+    return _detection("per-split COCO", data, _states(raws), notes, by_split["train"][0])
+
+
+def coco(root: Path) -> Layout | None:
+    files = _coco_files(root)
+    if not files:
+        return None
+    if layout := _per_split(root, files):
+        return layout
+    path, raw = files[0]
+    listed = raw["images"] if isinstance(raw["images"], list) else []
+    rel = path.relative_to(root).as_posix()
+    names = [str(im.get("file_name", "")) for im in listed if isinstance(im, dict)]
+    images, hits = _best_images_folder(root, names, path.parent)
+    notes = [
+        f"found {rel}, a COCO file ({len(names)} images listed)",
+        f"guessed images: {images or 'the data folder'}, where {hits} of the first "
+        f"{min(len(names), PROBE)} exist",
+    ]
+    data = {"annotations": rel, "images": images, "state_key": "state"}
+    return _detection("COCO", data, _states([raw]), notes, path)
 
 
 def _detection(kind: str, data: dict, states: list[str], notes: list[str], source: Path) -> Layout:
-    if not states:
-        raise UserError(
-            f"{source}: no box has a 'state' attribute; this version trains detectors with a "
-            "state per part only (a plain detector is not available yet)"
+    if states:
+        notes.append(f"found states: {', '.join(states)} (the 'state' attribute's values)")
+    else:
+        notes.append(
+            f"{source.name}: no box has a 'state' attribute: a plain detector (data.states: [])"
         )
-    notes.append(f"found states: {', '.join(states)} (the 'state' attribute's values)")
     return Layout(kind, "detection", {**data, "states": states}, notes)
 
 
@@ -297,5 +357,5 @@ def recognise(root: Path, task: str | None = None) -> Layout:
             return layout
     raise UserError(
         f"{root}: no layout recognised (class folders, train/ val/ folders, a table naming the "
-        "images, a COCO file or a Pascal VOC Annotations/ folder)"
+        "images, a COCO file, a YOLO data.yaml or a Pascal VOC Annotations/ folder)"
     )

@@ -1,6 +1,7 @@
-"""Detection's data stages: COCO (or simple per-image JSON) annotations checked into a cleaned
-COCO file and an image manifest, a split by image stratified on the parts present, one COCO
-file per split beside its manifest, and the box / part / state EDA figures."""
+"""Detection's data stages: COCO, simple per-image JSON, YOLO or Pascal VOC annotations checked
+into a cleaned COCO file and an image manifest, a split by image stratified on the parts present
+(a pre-split export's splits kept), one COCO file per split beside its manifest, and the box /
+part / state EDA figures."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ class DetectionData(TaskData):
         found = scan_coco(root, d.annotations, d.state_key, list(d.states), images=d.images)
         parts = [c["name"] for c in sorted(found.coco["categories"], key=lambda c: c["id"])]
         if len(found.manifest) < 3:
+            where = d.annotations["train"] if isinstance(d.annotations, dict) else d.annotations
             raise UserError(
-                f"{root / d.annotations}: {len(found.manifest)} usable image(s); "
+                f"{root / where}: {len(found.manifest)} usable image(s); "
                 "detection needs at least 3 (train, val and test)"
             )
         result = DetectionScan(

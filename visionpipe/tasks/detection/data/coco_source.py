@@ -40,11 +40,12 @@ from visionpipe.core.images import displayed_size
 from visionpipe.core.paths import images_folder, link_outside, under_images
 from visionpipe.core.sources.folder import check_image
 from visionpipe.tasks.detection.data.voc_source import voc_to_coco
+from visionpipe.tasks.detection.data.yolo_source import yolo_to_coco
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 200  # dropped items listed by name in the report; the counts are always complete
-MANIFEST_COLUMNS = ["path", "image_id", "width", "height", "boxes", "parts", "states"]
+MANIFEST_COLUMNS = ["path", "image_id", "width", "height", "boxes", "parts", "states", "split"]
 
 
 @dataclass
@@ -252,6 +253,8 @@ def _clean_images(raw: Any, images_dir: str = "") -> dict[int, dict]:
             "width": item.get("width"),
             "height": item.get("height"),
         }
+        if "split" in item:  # a pre-split export's (YOLO folders, per-split COCO files)
+            images[iid]["split"] = item["split"]
     return images
 
 
@@ -275,10 +278,10 @@ def _parse_annotations(
         _int_field(item, "image_id", what)
         category_id = _int_field(item, "category_id", what)
         bbox = _bbox(item.get("bbox"), what)
-        state = state_of(item, state_key)
-        if state is None:
+        state = state_of(item, state_key) if states else None  # no states: a plain detector
+        if states and state is None:
             raise UserError(f"{what}: no {state_key!r} attribute; allowed states: {list(states)}")
-        if state not in states:
+        if states and state not in states:
             raise UserError(
                 f"{what}: {state_key} {state!r} is not one of the allowed states {list(states)}"
             )
@@ -369,7 +372,7 @@ def _clean_annotations(
                     "bbox": bbox,
                     "area": bbox[2] * bbox[3],
                     "iscrowd": 0,
-                    "attributes": {"state": ann["state"]},
+                    "attributes": {} if ann["state"] is None else {"state": ann["state"]},
                 }
             )
             continue
@@ -387,14 +390,24 @@ def _manifest(coco: dict) -> pd.DataFrame:
     for img in coco["images"]:
         anns = by_image[img["id"]]
         parts = "|".join(sorted({names[a["category_id"]] for a in anns}))
-        states = "|".join(sorted({a["attributes"]["state"] for a in anns}))
+        states = "|".join(sorted({a["attributes"].get("state", "") for a in anns} - {""}))
+        split = img.get("split", "")
         rows.append(
-            (img["file_name"], img["id"], img["width"], img["height"], len(anns), parts, states)
+            (
+                img["file_name"],
+                img["id"],
+                img["width"],
+                img["height"],
+                len(anns),
+                parts,
+                states,
+                split,
+            )
         )
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def _annotations_path(root: Path, annotations: str) -> Path:
+def _annotations_path(root: Path, annotations: str, key: str = "data.annotations") -> Path:
     if not root.is_dir():
         raise DataError(f"{root}: data path does not exist or is not a directory")
     text = str(annotations).replace("\\", "/")
@@ -402,52 +415,175 @@ def _annotations_path(root: Path, annotations: str) -> Path:
     absolute = text.startswith("/") or PureWindowsPath(str(annotations)).is_absolute()
     if not norm or absolute or norm in (".", "..") or norm.startswith("../"):
         raise UserError(
-            f"data.annotations '{annotations}': expected a JSON file inside the data root "
-            f"({root}), or a folder of Pascal VOC XML files"
+            f"{key} '{annotations}': expected a JSON file inside the data root ({root}), a "
+            "YOLO data.yaml, or a folder of Pascal VOC XML files"
         )
     path = root / norm
     if path.exists() and (outside := link_outside(path, root)):
-        raise UserError(f"data.annotations '{annotations}': {outside}")
+        raise UserError(f"{key} '{annotations}': {outside}")
     return path
+
+
+def _read_raw(path: Path, root: Path, state_key: str, images_dir: str) -> tuple[str, dict]:
+    """One annotations file or folder as (format, raw COCO dict); errors name the file."""
+    if path.is_dir():  # a folder of Pascal VOC XML files (its errors name the XML file)
+        return "voc", voc_to_coco(path, state_key)
+    raw = read_coco(path)
+    try:
+        if isinstance(raw, list):
+            return "simple", simple_to_coco(raw, root, state_key, images_dir)
+        if isinstance(raw, dict):
+            if missing := [k for k in COCO_KEYS if k not in raw]:
+                raise UserError(f"not a COCO file: missing top-level key(s) {', '.join(missing)}")
+            return "coco", raw
+        raise UserError(
+            f"expected a COCO object or a list of image records, got {type(raw).__name__}"
+        )
+    except UserError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _without_root_category(raw: dict) -> tuple[dict, list[str]]:
+    """``raw`` without the categories that only name the others' supercategory and hold no
+    box (Roboflow's COCO export lists its dataset as category 0 that way), and their names."""
+    categories = raw.get("categories")
+    if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
+        return raw, []
+    used = {a.get("category_id") for a in raw.get("annotations") or [] if isinstance(a, dict)}
+    parents = {c.get("supercategory") for c in categories}
+    parents -= {c.get("name") for c in categories if c.get("supercategory") == c.get("name")}
+    roots = [c for c in categories if c.get("name") in parents and c.get("id") not in used]
+    if not roots or len(roots) == len(categories):
+        return raw, []
+    kept = [c for c in categories if c not in roots]
+    return {**raw, "categories": kept}, [str(c.get("name")) for c in roots]
+
+
+def _merge_splits(raws: dict[str, dict]) -> dict:
+    """Per-split raw COCO dicts as one: images and annotations renumbered 1.. in split order,
+    categories joined by name (ids 1.. in first-seen order), each image's ``split`` set."""
+    names: dict[str, int] = {}
+    images, annotations = [], []
+    for split, raw in raws.items():
+        for key in COCO_KEYS:
+            if not isinstance(raw.get(key), list) or not all(isinstance(x, dict) for x in raw[key]):
+                raise UserError(f"{split} annotations: {key!r} must be a list of objects")
+        category_ids = {}
+        for c in raw["categories"]:
+            name = str(c.get("name", "")).strip()
+            category_ids[c.get("id")] = names.setdefault(name, len(names) + 1)
+        image_ids = {}
+        for img in raw["images"]:
+            image_ids[img.get("id")] = len(images) + 1
+            images.append({**img, "id": len(images) + 1, "split": split})
+        for ann in raw["annotations"]:
+            image_id, category_id = ann.get("image_id"), ann.get("category_id")
+            annotations.append(
+                {
+                    **ann,
+                    "id": len(annotations) + 1,
+                    # an id the split's file does not know stays unknown (and is counted)
+                    "image_id": image_ids.get(image_id, -1 - len(annotations)),
+                    "category_id": category_ids.get(category_id, -1),
+                }
+            )
+    categories = [{"id": i, "name": name} for name, i in names.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _split_files(annotations: Any) -> dict[str, str] | None:
+    """A mapping of data.annotations (split -> file), checked; None for a single file."""
+    if not isinstance(annotations, dict):
+        return None
+    unknown = sorted(set(annotations) - {"train", "val", "test"})
+    if unknown or "train" not in annotations:
+        raise UserError(
+            "data.annotations: a mapping names the files of the splits train, val and test "
+            f"(train required), got {sorted(annotations)}"
+        )
+    return {s: annotations[s] for s in ("train", "val", "test") if s in annotations}
+
+
+def _read_annotations(
+    root: Path, annotations: Any, state_key: str, images: str, has_states: bool
+) -> tuple[str, dict, Path]:
+    """(format, raw COCO dict, the file to name in messages) from data.annotations: one file
+    or folder, a YOLO data.yaml, or a mapping of the splits' files."""
+    if (files := _split_files(annotations)) is not None:
+        raws, formats, roots = {}, set(), []
+        for split, name in files.items():
+            path = _annotations_path(root, name, f"data.annotations.{split}")
+            # a split's image paths are relative to data.images, else to its own file's folder
+            own = posixpath.dirname(posixpath.normpath(str(name).replace("\\", "/")))
+            fmt, raws[split] = _read_raw(path, root, state_key, images_folder(root, images or own))
+            raws[split], dropped = _without_root_category(raws[split])
+            roots.extend(d for d in dropped if d not in roots)
+            if not images and fmt != "simple":
+                for img in raws[split].get("images") or []:
+                    if isinstance(img, dict) and isinstance(img.get("file_name"), str) and own:
+                        img["file_name"] = posixpath.join(own, img["file_name"].strip())
+            formats.add(fmt)
+        path = _annotations_path(root, files["train"])
+        try:
+            merged = {**_merge_splits(raws), "categories_dropped": roots}
+            return "+".join(sorted(formats)), merged, path
+        except UserError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+    path = _annotations_path(root, annotations)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if has_states:
+            raise UserError(
+                f"{path}: YOLO labels carry no state; set data.states: [] to train a plain "
+                "detector on them"
+            )
+        if images:
+            raise UserError(
+                f"data.images '{images}': a YOLO data.yaml names its own image folders; set "
+                'data.images: ""'
+            )
+        return "yolo", yolo_to_coco(root, str(annotations)), path
+    return (*_read_raw(path, root, state_key, images_folder(root, images)), path)
+
+
+def _file_names(annotations: Any) -> str | dict[str, str]:
+    def norm(name: Any) -> str:
+        return posixpath.normpath(str(name).replace("\\", "/"))
+
+    if isinstance(annotations, dict):
+        return {split: norm(name) for split, name in annotations.items()}
+    return norm(annotations)
 
 
 def scan_coco(
     root: str | Path,
-    annotations: str,
+    annotations: str | dict[str, str],
     state_key: str,
     states: Sequence[str],
     workers: int = 4,
     images: str = "",
 ) -> CocoScan:
-    """Read and clean the annotations file ``annotations`` (relative to ``root``, e.g.
-    ``annotations/instances_default.json`` of a CVAT export); its image file names are
-    relative to ``images`` (``data.images``, e.g. ``images``), the manifest's to ``root``.
+    """Read and clean the annotations ``annotations`` (relative to ``root``, e.g.
+    ``annotations/instances_default.json`` of a CVAT export, a YOLO ``data.yaml``, a folder of
+    VOC XML, or a mapping of per-split files such as Roboflow's
+    ``{train: train/_annotations.coco.json, val: valid/...}``); image file names are relative
+    to ``images`` (``data.images``, e.g. ``images``; per-split files: their own folder when
+    it is ""), the manifest's to ``root``.
 
     Raises UserError (one line naming the file and the annotation or image id) for structural
     errors and unknown states; repairs and counts everything else (see the module docstring).
     """
     root = Path(root)
-    path = _annotations_path(root, annotations)
-    images_dir = images_folder(root, images)
-    if not state_key:
+    if states and not state_key:
         raise UserError("data.state_key: must not be empty")
-    if not states or len(set(states)) != len(states):
+    if len(set(states)) != len(states):
         raise UserError(f"data.states: expected distinct state names, got {list(states)!r}")
-    # a folder of Pascal VOC XML files is converted first (its errors name the XML file)
-    raw = voc_to_coco(path, state_key) if path.is_dir() else read_coco(path)
+    fmt, raw, path = _read_annotations(root, annotations, state_key, images, bool(states))
+    raw, root_categories = _without_root_category(raw)
+    root_categories += raw.get("categories_dropped", [])
+    images_dir = (
+        "" if fmt == "yolo" or isinstance(annotations, dict) else images_folder(root, images)
+    )
     try:
-        if path.is_dir():
-            fmt = "voc"
-        elif isinstance(raw, list):
-            fmt, raw = "simple", simple_to_coco(raw, root, state_key, images_dir)
-        elif isinstance(raw, dict):
-            fmt = "coco"
-            if missing := [k for k in COCO_KEYS if k not in raw]:
-                raise UserError(f"not a COCO file: missing top-level key(s) {', '.join(missing)}")
-        else:
-            raise UserError(
-                f"expected a COCO object or a list of image records, got {type(raw).__name__}"
-            )
         categories = _clean_categories(raw["categories"])
         images = _clean_images(raw["images"], images_dir)
         parsed = _parse_annotations(raw["annotations"], images, state_key, states)
@@ -472,7 +608,7 @@ def scan_coco(
     manifest = _manifest(coco)
     names = {c["id"]: c["name"] for c in categories}
     part_counts = Counter(names[a["category_id"]] for a in kept)
-    state_counts = Counter(a["attributes"]["state"] for a in kept)
+    state_counts = Counter(a["attributes"].get("state") for a in kept)
     image_counts = {
         "listed": len(listed_images),
         "kept": len(images),
@@ -487,10 +623,12 @@ def scan_coco(
     }
     result = {
         "format": fmt,
-        "annotations_file": posixpath.normpath(str(annotations).replace("\\", "/")),
+        "annotations_file": _file_names(annotations),
         "images": image_counts,
         "annotations": ann_counts,
         "parts": {c["name"]: part_counts[c["name"]] for c in categories},
+        **({"categories_dropped": root_categories} if root_categories else {}),
+        **({"yolo": raw["yolo"]} if "yolo" in raw else {}),
         "states": {s: state_counts[s] for s in states},
         "dropped": report.dropped,
         "dropped_not_listed": report.unlisted,

@@ -6,6 +6,10 @@ split sees every kind of image in about the same share. Strata too small to reac
 are merged into one ``rare`` stratum; when even that cannot be stratified the split falls back
 to a plain seeded random one (with a warning). Split sizes are rounded counts, at least one
 image each, so every split is non-empty from three images up.
+
+A pre-split export (YOLO's train/val/test folders, Roboflow's per-split COCO files) keeps its
+splits, as class folders do: a split it lacks (test, or val) is carved from its train images
+by the same stratified holdout, so model selection and the test score never share an image.
 """
 
 from __future__ import annotations
@@ -69,13 +73,40 @@ def _sizes(n: int, val: float, test: float) -> tuple[int, int]:
     return n_val, n_test
 
 
+def _carve(frame: pd.DataFrame, given: pd.Series, share: float, name: str, seed: int) -> None:
+    """Move a ``share`` of the train images of ``given`` (the export's splits) into ``name``."""
+    train = frame[given == "train"]
+    if len(train) < 2:
+        raise DataError(
+            f"split: the export has no {name} split and only {len(train)} train image(s) to "
+            f"carve one from"
+        )
+    size = min(len(train) - 1, max(1, round(share * len(train))))
+    strata = train.assign(**{STRATUM: _strata(train["parts"], 2)})
+    _, held = _holdout(strata, size, seed, 2, f"train | {name}")
+    given[held.index] = name
+    log.info("no %s split in the export: carved %d images from train", name, len(held))
+
+
+def _presplit(frame: pd.DataFrame, train: float, val: float, test: float, seed: int) -> pd.Series:
+    given = frame["split"].fillna("").astype(str).copy()
+    if unknown := sorted(set(given) - {"train", "val", "test"}):
+        raise DataError(f"split: the manifest names an unknown split {unknown[0]!r}")
+    if "test" not in set(given):
+        _carve(frame, given, test / (train + test), "test", seed)
+    if "val" not in set(given):
+        _carve(frame, given, val / (train + val), "val", seed)
+    return given
+
+
 def split_images(
     manifest: pd.DataFrame, train: float, val: float, test: float, seed: int
 ) -> pd.DataFrame:
     """Return ``manifest`` (sorted by image id) with a ``split`` column of train/val/test.
 
     ``train`` is implied by the other two (params checks that the three sum to 1); it is kept
-    in the signature so callers pass the ratios as configured.
+    in the signature so callers pass the ratios as configured. A manifest whose ``split``
+    column names splits (a pre-split export) keeps them; see the module docstring.
     """
     n = len(manifest)
     if n < 3:
@@ -85,6 +116,9 @@ def split_images(
         )
     order = "image_id" if "image_id" in manifest else "path"
     frame = manifest.sort_values(order, kind="stable").reset_index(drop=True)
+    given = set(frame["split"].fillna("").astype(str)) if "split" in frame else set()
+    if given - {"", "train"}:  # pre-split (a train split alone is split like flat data)
+        return frame.assign(split=_presplit(frame, train, val, test, seed))
     n_val, n_test = _sizes(n, val, test)
     min_count = max(2, math.ceil(1 / max(min(val, test), 1e-9)))
     strata = frame.assign(**{STRATUM: _strata(frame["parts"], min_count)})
