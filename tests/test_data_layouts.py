@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import make_class_folders, write_image
 from tests.test_prepare import run_stage_cli
+from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.params import Params, as_dict
 from visionpipe.tasks.detection.data.coco_source import scan_coco
 
@@ -33,6 +34,15 @@ def prepare_and_split(tmp_path: Path, raw: dict) -> tuple[pd.DataFrame, dict, di
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     found = {p.stem: p for p in splits.iterdir()}
     return manifest, json.loads(report.read_text()), found
+
+
+def prepare_fails_in_one_line(tmp_path: Path, raw: dict, message: str) -> None:
+    """The prepare command stops with exit code 2 and one error line holding ``message``."""
+    out = str(tmp_path / "p")
+    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def params(task: str, **data) -> dict:
@@ -171,11 +181,7 @@ def test_bad_data_images_is_one_line(tmp_path, images, message):
         root / "labels.csv", index=False
     )
     raw = params("classification", path=str(root), images=images, table="labels.csv")
-    out = str(tmp_path / "p")
-    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    prepare_fails_in_one_line(tmp_path, raw, message)
 
 
 def voc_xml(file_name: str, objects: list[tuple[str, list[float], str]], size=(48, 32)) -> str:
@@ -239,11 +245,7 @@ def test_bad_voc_files_are_one_line(tmp_path, xml, message):
     write_image(root / "a.png")
     (root / "Annotations" / "bad.xml").write_text(xml)
     raw = params("detection", path=str(root), annotations="Annotations")
-    out = str(tmp_path / "p")
-    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    prepare_fails_in_one_line(tmp_path, raw, message)
 
 
 def test_the_simple_format_with_an_images_folder(tmp_path):
@@ -367,11 +369,7 @@ def test_yolo_and_split_file_mistakes_are_one_line(tmp_path, data, message):
     write_yolo(root, {"train": 3, "val": 1})
     raw = params("detection", path=str(root), annotations="data.yaml")
     raw["data"].update(data)
-    out = str(tmp_path / "p")
-    proc = run_stage_cli(tmp_path, raw, "stages.prepare", "--out", out, "--report", "r.json")
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    prepare_fails_in_one_line(tmp_path, raw, message)
 
 
 def test_states_off_reads_a_cvat_export_as_a_plain_detector_set(tmp_path):
@@ -383,3 +381,91 @@ def test_states_off_reads_a_cvat_export_as_a_plain_detector_set(tmp_path):
     assert all(a["attributes"] == {} for a in scan.coco["annotations"])
     assert scan.coco["states"] == [] and scan.report["states"] == {}
     assert set(scan.manifest["states"]) == {""} and len(scan.manifest) == 6
+
+
+def test_split_files_read_against_data_images_in_simple_format_and_as_voc(tmp_path):
+    """Image names of split files resolve against data.images when set (a CVAT export with a
+    file per subset), against each file's folder otherwise (simple JSON too), and a VOC
+    folder per split against itself (Roboflow's VOC: the XML beside the images)."""
+    root = tmp_path / "cvat"
+    coco = write_cvat_coco(root, ["wheel"], frames=6)
+    for split, ids in (("train", {1, 2, 3, 4}), ("val", {5, 6})):
+        part = {
+            **coco,
+            "images": [i for i in coco["images"] if i["id"] in ids],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in ids],
+        }
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(part))
+    files = {s: f"annotations/instances_{s}.json" for s in ("train", "val")}
+    scan = scan_coco(root, files, "state", ["damaged", "intact"], workers=1, images="images")
+    assert len(scan.manifest) == 6 and scan.manifest["path"].str.startswith("images/").all()
+    assert scan.manifest.groupby("split").size().to_dict() == {"train": 4, "val": 2}
+
+    simple = tmp_path / "simple"
+    for split in ("train", "val"):
+        for name in ("a.png", "b.png"):
+            write_image(simple / split / name, size=(40, 30), mode="RGB")
+        records = [{"image": n, "parts": [{"name": "w", "bbox": [1, 1, 9, 9]}]} for n in "ab"]
+        records = [{**r, "image": f"{r['image']}.png"} for r in records]
+        (simple / split / "ann.json").write_text(json.dumps(records))
+    files = {s: f"{s}/ann.json" for s in ("train", "val")}
+    scan = scan_coco(simple, files, "state", [], workers=1)
+    assert sorted(scan.manifest["path"]) == ["train/a.png", "train/b.png", "val/a.png", "val/b.png"]
+
+    voc = tmp_path / "voc"
+    for split, folder in (("train", "train"), ("val", "valid")):
+        for i in range(2):
+            name = f"{split}{i}.jpg"
+            write_image(voc / folder / name, size=(48, 32), mode="RGB")
+            xml = voc_xml(name, [("wheel", [2, 3, 22, 15], "intact")])
+            (voc / folder / f"{split}{i}.xml").write_text(xml)
+    scan = scan_coco(voc, {"train": "train", "val": "valid"}, "state", ["intact"], workers=1)
+    assert sorted(scan.manifest["path"]) == [
+        "train/train0.jpg",
+        "train/train1.jpg",
+        "valid/val0.jpg",
+        "valid/val1.jpg",
+    ]
+
+
+def test_split_file_mistakes_name_their_own_file_and_id(tmp_path):
+    root = tmp_path / "rf"
+    write_roboflow_coco(root, {"train": 4, "valid": 2})
+    valid = json.loads((root / "valid/_annotations.coco.json").read_text())
+    valid["annotations"][1]["bbox"] = [1, 2]
+    (root / "valid/_annotations.coco.json").write_text(json.dumps(valid))
+    files = {"train": "train/_annotations.coco.json", "val": "valid/_annotations.coco.json"}
+    with pytest.raises(UserError) as err:
+        scan_coco(root, files, "state", [], workers=1)
+    assert str(err.value).startswith(f"{root}/valid/_annotations.coco.json: annotation 1 ")
+    assert "bbox must be 4 finite numbers" in str(err.value)
+
+    valid["annotations"][1]["bbox"] = [1, 2, 3, 4]
+    valid["images"][1]["id"] = valid["images"][0]["id"]
+    (root / "valid/_annotations.coco.json").write_text(json.dumps(valid))
+    with pytest.raises(UserError, match=r"valid/_annotations.coco.json: image 0: duplicate"):
+        scan_coco(root, files, "state", [], workers=1)
+    valid["images"][1]["id"] = 1
+    (root / "valid/_annotations.coco.json").write_text(json.dumps(valid))
+    with pytest.raises(DataError, match=r"test/x.json: data.annotations.test: annotations file"):
+        scan_coco(root, {**files, "test": "test/x.json"}, "state", [], workers=1)
+
+
+def test_a_split_key_in_an_ordinary_coco_file_is_not_a_pre_split(tmp_path):
+    root = tmp_path / "bikes"
+    coco = write_cvat_coco(root, ["wheel"])
+    for image in coco["images"]:
+        image["split"] = "training"
+    save_coco(root, coco)
+    scan = scan_coco(
+        root, "annotations/instances_default.json", "state", [], workers=1, images="images"
+    )
+    assert set(scan.manifest["split"]) == {""}
+
+
+def test_a_part_named_like_the_unmatched_labels_is_refused_without_states(tmp_path):
+    root = tmp_path / "bikes"
+    save_coco(root, write_cvat_coco(root, ["wheel", "background"]))
+    with pytest.raises(UserError, match=r"a part named 'background'; without states"):
+        scan_coco(root, "annotations/instances_default.json", "state", [], images="images")

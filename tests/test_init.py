@@ -201,6 +201,17 @@ def test_a_yolo_export_and_a_roboflow_coco_export(tmp_path):
     assert {i["file_name"].split("/")[0] for i in test["images"]} == {"test"}
 
 
+def test_a_roboflow_export_one_folder_down(tmp_path):
+    """Unzipped as rf/bikes.v1i.coco/{train,valid}/: still one file per split, not one
+    split's file taken for the whole set."""
+    write_roboflow_coco(tmp_path / "rf" / "bikes.v1i.coco", {"train": 5, "valid": 2})
+    proc = init(tmp_path, "rf", "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rf: per-split COCO, read as detection" in proc.stdout
+    assert "bikes.v1i.coco/train/_annotations.coco.json" in proc.stdout
+    assert "7 images; boxes per part" in proc.stdout
+
+
 def make_yolo(root: Path) -> None:
     """A YOLO export whose train folder was not copied along."""
     (root / "labels" / "train").mkdir(parents=True)

@@ -13,6 +13,9 @@ from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.io import atomic_path
 
 COCO_KEYS = ("images", "annotations", "categories")
+#: the labels evaluation gives unmatched boxes (a detection of no box; a box no detection
+#: found), so no part of a plain detector (and no state) may be named so
+BACKGROUND, MISSED = "background", "missed"
 
 
 def read_coco(path: str | Path) -> Any:

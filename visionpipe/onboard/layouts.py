@@ -96,9 +96,13 @@ def yolo(root: Path) -> Layout | None:
         names = raw["names"]
         count = len(names) if isinstance(names, list | dict) else "?"
         splits = [s for s in ("train", "val", "test") if raw.get(s)]
+        kept = (
+            "kept as they are, test carved from train when absent"
+            if len(splits) > 1
+            else "split into train, val and test by split.*"
+        )
         notes = [
-            f"found {rel}, a YOLO export ({count} classes; splits {', '.join(splits)}, kept as "
-            "they are, test carved from train when absent)",
+            f"found {rel}, a YOLO export ({count} classes; splits {', '.join(splits)}, {kept})",
             "YOLO labels carry no state: a plain detector (data.states: [])",
         ]
         data = {"annotations": rel, "images": "", "states": []}
@@ -126,7 +130,7 @@ def voc(root: Path) -> Layout | None:
         f"{min(len(names), PROBE)} exist",
     ]
     data = {"annotations": "Annotations", "images": images, "state_key": "state"}
-    return _detection("Pascal VOC", data, sorted(states), notes, folder)
+    return _detection("Pascal VOC", data, sorted(states), notes, "Annotations/")
 
 
 #: the folder names of a per-split export (Roboflow: train/, valid/, test/) and their splits
@@ -152,13 +156,14 @@ def _states(raws: list[dict]) -> list[str]:
 
 def _per_split(root: Path, files: list[tuple[Path, dict]]) -> Layout | None:
     """COCO files one per split folder (Roboflow's export: train/, valid/ [test/], each with
-    its images and _annotations.coco.json): their splits are kept."""
-    by_split: dict[str, tuple[Path, dict]] = {}
+    its images and _annotations.coco.json, in the data folder or one folder down): their
+    splits are kept."""
+    groups: dict[Path, dict[str, tuple[Path, dict]]] = {}
     for path, raw in files:
-        split = SPLIT_FOLDERS.get(path.parent.name.lower())
-        if split and path.parent.parent == root and split not in by_split:
-            by_split[split] = (path, raw)
-    if "train" not in by_split or len(by_split) < 2:
+        if split := SPLIT_FOLDERS.get(path.parent.name.lower()):
+            groups.setdefault(path.parent.parent, {}).setdefault(split, (path, raw))
+    by_split = next((g for g in groups.values() if "train" in g and len(g) >= 2), None)
+    if by_split is None:
         return None
     mapping = {
         s: by_split[s][0].relative_to(root).as_posix()
@@ -173,7 +178,7 @@ def _per_split(root: Path, files: list[tuple[Path, dict]]) -> Layout | None:
     ]
     data = {"annotations": mapping, "images": "", "state_key": "state"}
     raws = [raw for _, raw in by_split.values()]
-    return _detection("per-split COCO", data, _states(raws), notes, by_split["train"][0])
+    return _detection("per-split COCO", data, _states(raws), notes, "the COCO files")
 
 
 def coco(root: Path) -> Layout | None:
@@ -185,6 +190,7 @@ def coco(root: Path) -> Layout | None:
     path, raw = files[0]
     listed = raw["images"] if isinstance(raw["images"], list) else []
     rel = path.relative_to(root).as_posix()
+    others = [p.relative_to(root).as_posix() for p, _ in files[1:]]
     names = [str(im.get("file_name", "")) for im in listed if isinstance(im, dict)]
     images, hits = _best_images_folder(root, names, path.parent)
     notes = [
@@ -192,16 +198,19 @@ def coco(root: Path) -> Layout | None:
         f"guessed images: {images or 'the data folder'}, where {hits} of the first "
         f"{min(len(names), PROBE)} exist",
     ]
+    if others:
+        more = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        notes.append(f"also found {len(others)} other COCO file(s), not read: {more}")
     data = {"annotations": rel, "images": images, "state_key": "state"}
-    return _detection("COCO", data, _states([raw]), notes, path)
+    return _detection("COCO", data, _states([raw]), notes, rel)
 
 
-def _detection(kind: str, data: dict, states: list[str], notes: list[str], source: Path) -> Layout:
+def _detection(kind: str, data: dict, states: list[str], notes: list[str], source: str) -> Layout:
     if states:
         notes.append(f"found states: {', '.join(states)} (the 'state' attribute's values)")
     else:
         notes.append(
-            f"{source.name}: no box has a 'state' attribute: a plain detector (data.states: [])"
+            f"{source}: no box has a 'state' attribute: a plain detector (data.states: [])"
         )
     return Layout(kind, "detection", {**data, "states": states}, notes)
 

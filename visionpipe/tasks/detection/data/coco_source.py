@@ -26,7 +26,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
@@ -34,7 +34,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from visionpipe.core.coco import COCO_KEYS, read_coco
+from visionpipe.core.coco import BACKGROUND, COCO_KEYS, MISSED, read_coco
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.images import displayed_size
 from visionpipe.core.paths import images_folder, link_outside, under_images
@@ -253,8 +253,6 @@ def _clean_images(raw: Any, images_dir: str = "") -> dict[int, dict]:
             "width": item.get("width"),
             "height": item.get("height"),
         }
-        if "split" in item:  # a pre-split export's (YOLO folders, per-split COCO files)
-            images[iid]["split"] = item["split"]
     return images
 
 
@@ -449,46 +447,74 @@ def _without_root_category(raw: dict) -> tuple[dict, list[str]]:
     categories = raw.get("categories")
     if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
         return raw, []
-    used = {a.get("category_id") for a in raw.get("annotations") or [] if isinstance(a, dict)}
-    parents = {c.get("supercategory") for c in categories}
-    parents -= {c.get("name") for c in categories if c.get("supercategory") == c.get("name")}
-    roots = [c for c in categories if c.get("name") in parents and c.get("id") not in used]
+    try:
+        anns = raw.get("annotations") or []
+        used = {a.get("category_id") for a in anns if isinstance(a, dict)}
+        parents = {c.get("supercategory") for c in categories}
+        parents -= {c.get("name") for c in categories if c.get("supercategory") == c.get("name")}
+        roots = [c for c in categories if c.get("name") in parents and c.get("id") not in used]
+    except TypeError:  # unhashable ids or names: the checks that follow name them
+        return raw, []
     if not roots or len(roots) == len(categories):
         return raw, []
     kept = [c for c in categories if c not in roots]
     return {**raw, "categories": kept}, [str(c.get("name")) for c in roots]
 
 
-def _merge_splits(raws: dict[str, dict]) -> dict:
-    """Per-split raw COCO dicts as one: images and annotations renumbered 1.. in split order,
-    categories joined by name (ids 1.. in first-seen order), each image's ``split`` set."""
+@dataclass
+class _Parsed:
+    """Annotations read and type-checked, before any file is looked at: the categories, the
+    images by id, the annotations, the categories dropped as Roboflow's dataset name."""
+
+    categories: list[dict]
+    images: dict[int, dict]
+    annotations: list[dict]
+    dropped_categories: list[str] = field(default_factory=list)
+
+
+def _parse(
+    path: Path, raw: dict, images_dir: str, state_key: str, states: Sequence[str]
+) -> _Parsed:
+    """Check one raw COCO dict (errors are one line naming ``path``)."""
+    raw, dropped = _without_root_category(raw)
+    try:
+        categories = _clean_categories(raw["categories"])
+        images = _clean_images(raw["images"], images_dir)
+        parsed = _parse_annotations(raw["annotations"], images, state_key, states)
+    except UserError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    return _Parsed(categories, images, parsed, dropped)
+
+
+def _merge_splits(parts: dict[str, _Parsed]) -> _Parsed:
+    """Each split's checked annotations as one: images and annotations renumbered 1.. in
+    split order, categories joined by name (ids 1.. in first-seen order), each image's
+    ``split`` set. An annotation of an image or category its own file lacks stays unknown
+    (a negative id), to be counted like any other."""
     names: dict[str, int] = {}
-    images, annotations = [], []
-    for split, raw in raws.items():
-        for key in COCO_KEYS:
-            if not isinstance(raw.get(key), list) or not all(isinstance(x, dict) for x in raw[key]):
-                raise UserError(f"{split} annotations: {key!r} must be a list of objects")
-        category_ids = {}
-        for c in raw["categories"]:
-            name = str(c.get("name", "")).strip()
-            category_ids[c.get("id")] = names.setdefault(name, len(names) + 1)
+    images: dict[int, dict] = {}
+    annotations: list[dict] = []
+    for split, part in parts.items():
+        category_ids = {
+            c["id"]: names.setdefault(c["name"], len(names) + 1) for c in part.categories
+        }
         image_ids = {}
-        for img in raw["images"]:
-            image_ids[img.get("id")] = len(images) + 1
-            images.append({**img, "id": len(images) + 1, "split": split})
-        for ann in raw["annotations"]:
-            image_id, category_id = ann.get("image_id"), ann.get("category_id")
+        for old, image in part.images.items():
+            image_ids[old] = len(images) + 1
+            images[len(images) + 1] = {**image, "id": len(images) + 1, "split": split}
+        for ann in part.annotations:
+            n = len(annotations) + 1
             annotations.append(
                 {
                     **ann,
-                    "id": len(annotations) + 1,
-                    # an id the split's file does not know stays unknown (and is counted)
-                    "image_id": image_ids.get(image_id, -1 - len(annotations)),
-                    "category_id": category_ids.get(category_id, -1),
+                    "id": n,
+                    "image_id": image_ids.get(ann["image_id"], -n),
+                    "category_id": category_ids.get(ann["category_id"], -n),
                 }
             )
+    dropped = [d for p in parts.values() for d in p.dropped_categories if d not in names]
     categories = [{"id": i, "name": name} for name, i in names.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return _Parsed(categories, images, annotations, list(dict.fromkeys(dropped)))
 
 
 def _split_files(annotations: Any) -> dict[str, str] | None:
@@ -504,34 +530,36 @@ def _split_files(annotations: Any) -> dict[str, str] | None:
     return {s: annotations[s] for s in ("train", "val", "test") if s in annotations}
 
 
+def _split_prefix(root: Path, path: Path, images: str) -> str:
+    """Where a split file's image names are relative to: ``data.images`` when set, else the
+    file's own folder (Roboflow writes the images beside it), or a VOC folder itself."""
+    if images:
+        return images_folder(root, images)
+    folder = path if path.is_dir() else path.parent
+    rel = folder.relative_to(root).as_posix()
+    return "" if rel == "." else rel
+
+
 def _read_annotations(
-    root: Path, annotations: Any, state_key: str, images: str, has_states: bool
-) -> tuple[str, dict, Path]:
-    """(format, raw COCO dict, the file to name in messages) from data.annotations: one file
-    or folder, a YOLO data.yaml, or a mapping of the splits' files."""
+    root: Path, annotations: Any, state_key: str, states: Sequence[str], images: str
+) -> tuple[str, _Parsed, Path, dict]:
+    """(format, the checked annotations, the file to name in messages, format extras) from
+    data.annotations: one file or folder, a YOLO data.yaml, or a mapping of split files."""
     if (files := _split_files(annotations)) is not None:
-        raws, formats, roots = {}, set(), []
+        parts, formats = {}, set()
         for split, name in files.items():
             path = _annotations_path(root, name, f"data.annotations.{split}")
-            # a split's image paths are relative to data.images, else to its own file's folder
-            own = posixpath.dirname(posixpath.normpath(str(name).replace("\\", "/")))
-            fmt, raws[split] = _read_raw(path, root, state_key, images_folder(root, images or own))
-            raws[split], dropped = _without_root_category(raws[split])
-            roots.extend(d for d in dropped if d not in roots)
-            if not images and fmt != "simple":
-                for img in raws[split].get("images") or []:
-                    if isinstance(img, dict) and isinstance(img.get("file_name"), str) and own:
-                        img["file_name"] = posixpath.join(own, img["file_name"].strip())
+            if not path.exists():
+                raise DataError(f"{path}: data.annotations.{split}: annotations file not found")
+            prefix = _split_prefix(root, path, images)
+            fmt, raw = _read_raw(path, root, state_key, prefix)
+            parts[split] = _parse(path, raw, prefix, state_key, states)
             formats.add(fmt)
-        path = _annotations_path(root, files["train"])
-        try:
-            merged = {**_merge_splits(raws), "categories_dropped": roots}
-            return "+".join(sorted(formats)), merged, path
-        except UserError as exc:
-            raise type(exc)(f"{path}: {exc}") from None
+        merged = _merge_splits(parts)
+        return "+".join(sorted(formats)), merged, _annotations_path(root, files["train"]), {}
     path = _annotations_path(root, annotations)
     if path.suffix.lower() in (".yaml", ".yml"):
-        if has_states:
+        if states:
             raise UserError(
                 f"{path}: YOLO labels carry no state; set data.states: [] to train a plain "
                 "detector on them"
@@ -541,8 +569,15 @@ def _read_annotations(
                 f"data.images '{images}': a YOLO data.yaml names its own image folders; set "
                 'data.images: ""'
             )
-        return "yolo", yolo_to_coco(root, str(annotations)), path
-    return (*_read_raw(path, root, state_key, images_folder(root, images)), path)
+        raw = yolo_to_coco(root, str(annotations))
+        parsed = _parse(path, raw, "", state_key, states)
+        split_of = {img["id"]: img["split"] for img in raw["images"]}
+        for image_id, image in parsed.images.items():
+            image["split"] = split_of[image_id]
+        return "yolo", parsed, path, {"yolo": raw["yolo"]}
+    images_dir = images_folder(root, images)
+    fmt, raw = _read_raw(path, root, state_key, images_dir)
+    return fmt, _parse(path, raw, images_dir, state_key, states), path, {}
 
 
 def _file_names(annotations: Any) -> str | dict[str, str]:
@@ -577,18 +612,16 @@ def scan_coco(
         raise UserError("data.state_key: must not be empty")
     if len(set(states)) != len(states):
         raise UserError(f"data.states: expected distinct state names, got {list(states)!r}")
-    fmt, raw, path = _read_annotations(root, annotations, state_key, images, bool(states))
-    raw, root_categories = _without_root_category(raw)
-    root_categories += raw.get("categories_dropped", [])
-    images_dir = (
-        "" if fmt == "yolo" or isinstance(annotations, dict) else images_folder(root, images)
+    fmt, parsed_source, path, extras = _read_annotations(
+        root, annotations, state_key, states, images
     )
-    try:
-        categories = _clean_categories(raw["categories"])
-        images = _clean_images(raw["images"], images_dir)
-        parsed = _parse_annotations(raw["annotations"], images, state_key, states)
-    except UserError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+    categories, images = parsed_source.categories, parsed_source.images
+    parsed, root_categories = parsed_source.annotations, parsed_source.dropped_categories
+    if not states and (reserved := {c["name"] for c in categories} & {BACKGROUND, MISSED}):
+        raise UserError(
+            f"{path}: a part named {sorted(reserved)[0]!r}; without states the evaluation uses "
+            f"{BACKGROUND!r} and {MISSED!r} for unmatched boxes: rename it"
+        )
 
     report = _Report()
     listed_images = set(images)
@@ -628,7 +661,7 @@ def scan_coco(
         "annotations": ann_counts,
         "parts": {c["name"]: part_counts[c["name"]] for c in categories},
         **({"categories_dropped": root_categories} if root_categories else {}),
-        **({"yolo": raw["yolo"]} if "yolo" in raw else {}),
+        **extras,
         "states": {s: state_counts[s] for s in states},
         "dropped": report.dropped,
         "dropped_not_listed": report.unlisted,

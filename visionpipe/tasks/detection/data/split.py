@@ -92,6 +92,8 @@ def _presplit(frame: pd.DataFrame, train: float, val: float, test: float, seed: 
     given = frame["split"].fillna("").astype(str).copy()
     if unknown := sorted(set(given) - {"train", "val", "test"}):
         raise DataError(f"split: the manifest names an unknown split {unknown[0]!r}")
+    if "train" not in set(given):
+        raise DataError("split: the export's train split has no usable image (see the data report)")
     if "test" not in set(given):
         _carve(frame, given, test / (train + test), "test", seed)
     if "val" not in set(given):

@@ -22,14 +22,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
 
-from visionpipe.core.coco import part_names
+from visionpipe.core.coco import BACKGROUND, MISSED, part_names
 from visionpipe.core.errors import UserError
 from visionpipe.core.io import significant
 
 log = logging.getLogger(__name__)
 
-BACKGROUND = "background"  # ``true`` of a detection that matches no ground-truth box
-MISSED = "missed"  # ``predicted`` of a ground-truth box that no detection matches
 PR_CURVE = "precision_recall"
 CURVE_COLUMNS = ["curve", "class", "point", "x", "y"]
 MATCH_COLUMNS = [
