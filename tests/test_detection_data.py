@@ -107,22 +107,43 @@ def test_load_split_scales_images_and_boxes_and_results_map_back(tmp_path):
 
 def test_frame_record_summarises_kept_detections():
     out = {
-        "boxes": torch.zeros(3, 4),
+        "boxes": torch.tensor([[10.0, 20, 30, 40], [0, 0, 8, 8], [1, 1, 2, 2]]),
         "labels": torch.tensor([1, 2, 2]),
         "scores": torch.tensor([0.9, 0.7, 0.2]),
         "states": torch.tensor([0, 1, 1]),
         "state_scores": torch.tensor([0.95, 0.6, 0.9]),
     }
     meta = {"labels": ["mono", "poly"], "states": STATES, "score_threshold": 0.5}
-    (record,) = decode_detection(out, meta)
+    (record,) = decode_detection(out, meta, 0.5)  # the input was half the file's size
+    objects = record.pop("objects")
     assert record == {
         "class": "mono/intact:1 poly/damaged:1",
         "confidence": pytest.approx(0.6),
         "detections": 2,
     }
+    assert objects == [
+        {
+            "part": "mono",
+            "box": [20.0, 40.0, 60.0, 80.0],
+            "score": pytest.approx(0.9),
+            "confidence": pytest.approx(0.9),
+            "state": "intact",
+            "state_score": pytest.approx(0.95),
+        },
+        {
+            "part": "poly",
+            "box": [0.0, 0.0, 16.0, 16.0],
+            "score": pytest.approx(0.7),
+            "confidence": pytest.approx(0.6),
+            "state": "damaged",
+            "state_score": pytest.approx(0.6),
+        },
+    ]
     empty = {k: v[:0] for k, v in out.items()}
     assert decode_detection(empty, meta)[0]["class"] == "none"
+    assert decode_detection(empty, meta)[0]["objects"] == []
     # a plain detector's three outputs: parts counted, the box scores the confidence
     plain = {k: out[k] for k in ("boxes", "labels", "scores")}
     (record,) = decode_detection(plain, {**meta, "states": []})
+    assert [set(o) for o in record.pop("objects")] == [{"part", "box", "score", "confidence"}] * 2
     assert record == {"class": "mono:1 poly:1", "confidence": pytest.approx(0.7), "detections": 2}

@@ -82,6 +82,13 @@ def test_detection_runs_through_the_same_stages(detection_repo):
             record = json.loads(predicted.stdout.splitlines()[-1])
             assert record["detections"] >= 0 and 0 <= record["confidence"] <= 1
             assert record["class"] == "none" or "/" in record["class"]
+            assert len(record["objects"]) == record["detections"]
+            width, height = test_coco["images"][0]["width"], test_coco["images"][0]["height"]
+            for obj in record["objects"]:  # boxes in the panel's own pixels
+                x1, y1, x2, y2 = obj["box"]
+                assert 0 <= x1 < x2 <= width + 1 and 0 <= y1 < y2 <= height + 1, obj
+                assert obj["part"] in {"mono", "poly"} and obj["state"] in meta["states"]
+                assert obj["low_confidence"] == (obj["confidence"] < 0.5)
     ckpt = run(
         repo, "python", "-m", "visionpipe.predict", "models/model.pt", str(panel), check=False
     )

@@ -86,6 +86,30 @@ def test_a_model_json_of_another_kind_of_model_is_one_line(exported, tmp_path) -
         load_predictor(other / "model.onnx", 1)
 
 
+def test_a_model_json_with_states_beside_a_plain_detector_is_one_line() -> None:
+    """The output names tell a detector with states from a plain one; model.json must agree."""
+    from types import SimpleNamespace
+
+    from visionpipe.deploy.predictor import _check_outputs
+
+    def run_of(*names: str) -> functools.partial:
+        outputs = [SimpleNamespace(name=n) for n in names]
+        session = SimpleNamespace(get_outputs=lambda: outputs)
+        return functools.partial(lambda session, x: None, session)
+
+    plain, full = (
+        ("boxes", "labels", "scores"),
+        ("boxes", "labels", "scores", "states", "state_scores"),
+    )
+    meta = {"task": "detection", "states": ["intact"]}
+    with pytest.raises(UserError, match=r"describes a detector with states, but the model's outp"):
+        _check_outputs(Path("m.onnx"), run_of(*plain), meta)
+    with pytest.raises(UserError, match=r"detector with no states \(a plain detector\), but"):
+        _check_outputs(Path("m.onnx"), run_of(*full), {**meta, "states": []})
+    _check_outputs(Path("m.onnx"), run_of(*plain), {**meta, "states": []})
+    _check_outputs(Path("m.onnx"), run_of(*full), meta)
+
+
 def test_a_detector_checkpoint_is_one_line(tmp_path) -> None:
     checkpoint.save_torch(tmp_path / "model.pt", {"meta": {"task": "detection"}, "state_dict": {}})
     with pytest.raises(UserError, match="a detector checkpoint; predict and simulate run the "):

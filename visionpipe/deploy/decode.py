@@ -1,7 +1,9 @@
 """A model's raw outputs -> plain prediction records, as the exported model.json describes them.
 
 One decoder per kind of model the export stage writes (``task`` in model.json), so a consumer
-needs only the files and this module, not the task's training code.
+needs only the files and this module, not the task's training code. Every decoder takes the
+outputs, the model.json and the factor the input was resized by (which only boxes need, to be
+given in the original image's pixels).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from visionpipe.core.errors import UserError
 from visionpipe.core.runtimes import as_array
 
 
-def classification(outputs: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def classification(outputs: Any, meta: dict[str, Any], scale: float = 1.0) -> list[dict[str, Any]]:
     """The most probable class and its softmax probability, per image (outputs: logits)."""
     labels = meta["labels"]
     logits = as_array(outputs).astype(np.float64)
@@ -35,7 +37,7 @@ def target_transform(meta: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def regression(outputs: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def regression(outputs: Any, meta: dict[str, Any], scale: float = 1.0) -> list[dict[str, Any]]:
     """The value in the target's own units: the inverse of the transform fitted on train."""
     t = target_transform(meta)
     values = as_array(outputs).astype(np.float64).reshape(-1) * float(t["std"]) + float(t["mean"])
@@ -45,34 +47,45 @@ def regression(outputs: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"value": round(float(v), 6), "target": target} for v in values]
 
 
-def detection(outputs: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+def detection(
+    outputs: dict[str, Any], meta: dict[str, Any], scale: float = 1.0
+) -> list[dict[str, Any]]:
     """One frame: the parts and states kept (score >= the export's score threshold), and as
-    its confidence the lowest box or state probability among them (1 when nothing is found).
-    A plain detector (no ``states`` output) counts parts alone and is judged by box scores."""
+    its confidence the lowest box or state probability among them (1 when nothing is found);
+    ``objects`` lists each kept detection (part, box x1 y1 x2 y2 in the original image's
+    pixels, i.e. the input's divided by ``scale``, score, state and its probability). A plain
+    detector (no ``states`` output) counts parts alone and is judged by box scores."""
     labels, states = meta["labels"], meta["states"]
     scores = as_array(outputs["scores"]).astype(np.float64)
     keep = scores >= float(meta.get("score_threshold", 0.5))
-    kept_labels = as_array(outputs["labels"])[keep].tolist()
-    names = [labels[int(label) - 1] for label in kept_labels]
-    confidences = scores[keep]
+    boxes = as_array(outputs["boxes"]).astype(np.float64).reshape(-1, 4)[keep] / scale
+    objects = [
+        {"part": labels[int(label) - 1], "box": [round(float(v), 2) for v in box]}
+        for label, box in zip(as_array(outputs["labels"])[keep].tolist(), boxes, strict=True)
+    ]
+    for obj, score in zip(objects, scores[keep], strict=True):
+        obj["score"] = obj["confidence"] = round(float(score), 6)
     if "states" in outputs:
         kept_states = as_array(outputs["states"])[keep].tolist()
-        names = [f"{name}/{states[int(s)]}" for name, s in zip(names, kept_states, strict=True)]
         state_scores = as_array(outputs["state_scores"]).astype(np.float64)[keep]
-        confidences = np.minimum(confidences, state_scores)
+        for obj, state, p in zip(objects, kept_states, state_scores, strict=True):
+            obj["state"], obj["state_score"] = states[int(state)], round(float(p), 6)
+            obj["confidence"] = min(obj["score"], obj["state_score"])
     counts: dict[str, int] = {}
-    for name in names:
+    for obj in objects:
+        name = f"{obj['part']}/{obj['state']}" if "state" in obj else obj["part"]
         counts[name] = counts.get(name, 0) + 1
     return [
         {
             "class": " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "none",
-            "confidence": float(confidences.min()) if len(names) else 1.0,
-            "detections": len(names),
+            "confidence": min((o["confidence"] for o in objects), default=1.0),
+            "detections": len(objects),
+            "objects": objects,
         }
     ]
 
 
-DECODERS: dict[str, Callable[[Any, dict[str, Any]], list[dict[str, Any]]]] = {
+DECODERS: dict[str, Callable[[Any, dict[str, Any], float], list[dict[str, Any]]]] = {
     "classification": classification,
     "regression": regression,
     "detection": detection,

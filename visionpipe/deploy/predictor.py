@@ -88,28 +88,36 @@ class Predictor:
     def detector(self) -> bool:
         return self.task == "detection"
 
-    def decode(self, outputs: Any) -> list[dict[str, Any]]:
-        return DECODERS[self.task](outputs, self.meta)
+    def decode(self, outputs: Any, scale: float = 1.0) -> list[dict[str, Any]]:
+        return DECODERS[self.task](outputs, self.meta, scale)
 
-    def prepare(self, source: Path | io.BytesIO) -> np.ndarray:
+    def prepare(self, source: Path | io.BytesIO) -> tuple[np.ndarray, float]:
         """A file (or encoded bytes) as the model's input, ``1 x 3 x H x W`` float32 RGB
-        0..255: square resize for a per-image model; for a detector the aspect-kept resize
-        into the exported size, zero-padded on the right and bottom."""
+        0..255, and the factor it was resized by: square resize for a per-image model; for a
+        detector the aspect-kept resize into the exported size, zero-padded on the right and
+        bottom (boxes divided by the factor are in the file's pixels)."""
         if not self.detector:
             size = int(self.meta["image_size"])
-            return decode_image(source, size)[None].astype(np.float32)
+            return decode_image(source, size)[None].astype(np.float32), 1.0
         height, width = self.meta["image_size"]
-        return letterbox(source, height, width)[None].astype(np.float32)
+        image, scale = letterbox(source, height, width)
+        return image[None].astype(np.float32), scale
 
 
-def letterbox(source: Path | io.BytesIO, height: int, width: int) -> np.ndarray:
+def letterbox(source: Path | io.BytesIO, height: int, width: int) -> tuple[np.ndarray, float]:
     """RGB uint8 ``3 x height x width``: the image scaled (aspect kept) to fit, padded with 0
-    on the right and bottom, as the detector was exported for."""
-    image = decode_scaled_array(source, lambda w, h: fit_scale(w, h, height, width))
+    on the right and bottom, as the detector was exported for; and the scale factor."""
+    used: list[float] = []
+
+    def scale(w: int, h: int) -> float:
+        used.append(fit_scale(w, h, height, width))
+        return used[-1]
+
+    image = decode_scaled_array(source, scale)
     out = np.zeros((3, height, width), dtype=np.uint8)
     h, w = min(height, image.shape[1]), min(width, image.shape[2])
     out[:, :h, :w] = image[:, :h, :w]
-    return out
+    return out, used[-1]
 
 
 #: what every model.json holds, whatever the task
@@ -141,11 +149,21 @@ def _load(loader: Loader, path: Path, threads: int) -> Run:
         ) from None
 
 
-def _check_outputs(path: Path, run: Run, detector: bool) -> None:
+def _check_outputs(path: Path, run: Run, meta: dict[str, Any]) -> None:
     """An ONNX file and its model.json describe the same kind of model (a detector's five
     outputs or a plain detector's three, or one output per image), else the size and output
     errors that follow mislead."""
     names = tuple(o.name for o in run.args[0].get_outputs())
+    detector = meta["task"] == "detection"
+    if detector and names in (runtimes.DETECTION_OUTPUTS, runtimes.PLAIN_DETECTION_OUTPUTS):
+        with_states = names == runtimes.DETECTION_OUTPUTS
+        if with_states != bool(meta.get("states")):
+            said = "states" if meta.get("states") else "no states (a plain detector)"
+            raise UserError(
+                f"{path}: {SIDECAR} describes a detector with {said}, but the model's outputs "
+                f"are {', '.join(names)}; keep each model with the {SIDECAR} exported with it"
+            )
+        return
     if detector != (names in (runtimes.DETECTION_OUTPUTS, runtimes.PLAIN_DETECTION_OUTPUTS)):
         said = "a detector" if detector else "a one-output model"
         raise UserError(
@@ -176,7 +194,7 @@ def load_predictor(path: str | Path, threads: int, expect_task: str | None = Non
         loaders = DETECTOR_LOADERS if meta["task"] == "detection" else IMAGE_LOADERS
         run = _load(loaders[suffix], path, threads)
         if suffix == ".onnx":
-            _check_outputs(path, run, meta["task"] == "detection")
+            _check_outputs(path, run, meta)
     else:
         raise UserError(f"{path}: unknown model format {suffix!r}; expected .onnx, .ts or .pt")
     task = meta.get("task")
@@ -244,11 +262,13 @@ class Frame:
     name: str
     image: np.ndarray | None  # (1, 3, H, W) float32, RGB 0..255
     error: str | None = None
+    scale: float = 1.0  # what the file was resized by (a detector's boxes are divided by it)
 
 
 def _decode(predictor: Predictor, source: Path | io.BytesIO, name: str) -> Frame:
     try:
-        return Frame(name, predictor.prepare(source))
+        image, scale = predictor.prepare(source)
+        return Frame(name, image, scale=scale)
     except DataError as exc:  # broken or too large: its reason, named by the frame
         return Frame(name, None, f"{name}: {str(exc).removeprefix(f'{source}: ')}")
 
@@ -307,7 +327,9 @@ def predict_frame(predictor: Predictor, frame: Frame, threshold: float) -> dict[
     start = time.perf_counter()
     outputs = predictor.run(frame.image)
     record["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
-    record.update(predictor.decode(outputs)[0])
+    record.update(predictor.decode(outputs, frame.scale)[0])
     if "confidence" in record:
         record["low_confidence"] = bool(record["confidence"] < threshold)
+    for obj in record.get("objects", ()):  # a detector's: each detection flagged too
+        obj["low_confidence"] = bool(obj["confidence"] < threshold)
     return record
