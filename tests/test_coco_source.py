@@ -91,6 +91,7 @@ def test_clean_coco_manifest_and_report(root: Path) -> None:
             "boxes": 2,
             "parts": "mono|poly",
             "states": "damaged|intact",
+            "split": "",  # a pre-split export's own split, else empty
         },
         {
             "path": "b.png",
@@ -100,6 +101,7 @@ def test_clean_coco_manifest_and_report(root: Path) -> None:
             "boxes": 1,
             "parts": "mono",
             "states": "occluded",
+            "split": "",  # a pre-split export's own split, else empty
         },
         {
             "path": "sub/c.png",
@@ -109,6 +111,7 @@ def test_clean_coco_manifest_and_report(root: Path) -> None:
             "boxes": 0,
             "parts": "",
             "states": "",
+            "split": "",  # a pre-split export's own split, else empty
         },
     ]
     report = result.report
