@@ -39,6 +39,8 @@ def test_repro_builds_every_stage_and_is_then_up_to_date(repo):
         "figures/evaluate/roc.png",
         "figures/evaluate/pr.png",
         "figures/evaluate/mistakes.png",
+        "figures/evaluate/reliability.png",
+        "results/evaluate/tables/reliability.csv",
         "models/export/model.ts",
         "models/export/model.onnx",
     ]:
@@ -61,7 +63,20 @@ def test_metrics_show(repo):
     assert ev["num_wrong"] == wrong_rows and ev["num_confident_wrong"] <= wrong_rows
     assert ev["ms_per_sample"] > 0
 
+    # calibrated confidences: the temperature fitted on val, in the checkpoint and model.json
+    _, meta = read_checkpoint(repo / "models/model.pt")
+    temperature = meta["temperature"]
+    assert temperature > 0 and meta["calibration"]["val_images"] > 0
+    sidecar = json.loads((repo / "models/export/model.json").read_text())
+    assert sidecar["output"]["temperature"] == temperature
+    assert 0 <= ev["ece"] <= 1
+    curves = pd.read_csv(repo / "results/evaluate/curves.csv")
+    reliability = curves[curves["curve"] == "reliability"]
+    assert set(reliability["class"]) == {"uncalibrated", "calibrated"}
+
     details = json.loads((repo / "results/evaluate/tables/details.json").read_text())
+    assert details["calibration"]["temperature"] == temperature
+    assert details["calibration"]["ece_after"] == ev["ece"]
     assert set(details["per_class"]) == CLASSES
     test_rows = len((repo / "data/splits/test.csv").read_text().splitlines()) - 1
     assert details["num_samples"] == test_rows > 0
@@ -116,16 +131,24 @@ def test_plots_show(repo):
         rows = content["data"]["values"]
         assert len(rows) == test_rows and {"true", "predicted"} <= set(rows[0])
         assert content["spec"]["encoding"]["x"]["field"] == "predicted"
-    # ROC and PR side by side, one line per class (the template colours by `class`)
+    # ROC, PR and reliability side by side, one line per class (the template colours by
+    # `class`) and per calibration
     (curves,) = plots["Test curves"]
     content = curves["content"]
     titles = [panel["title"] for panel in content["hconcat"]]
-    assert titles == ["ROC, one vs rest", "Precision-recall"]
+    assert titles == [
+        "ROC, one vs rest",
+        "Precision-recall",
+        "Reliability (test): accuracy per confidence bin",
+    ]
     rows = content["data"]["values"]
-    assert {r["curve"] for r in rows} == {"roc", "pr"}
-    lines = {r["class"] for r in rows}
+    assert {r["curve"] for r in rows} == {"roc", "pr", "reliability"}
+    lines = {r["class"] for r in rows if r["curve"] != "reliability"}
     assert len(lines) >= 2 and lines <= CLASSES  # a class without test positives: no line
-    for png in ("confusion_matrix", "confusion_matrix_normalized", "roc", "pr", "mistakes"):
+    calibrations = {r["class"] for r in rows if r["curve"] == "reliability"}
+    assert calibrations == {"uncalibrated", "calibrated"}
+    pngs = ("confusion_matrix", "confusion_matrix_normalized", "roc", "pr", "mistakes")
+    for png in (*pngs, "reliability"):
         assert plots[f"figures/evaluate/{png}.png"][0]["type"] == "image", png
     latency = plots["results/export/latency.csv"][0]["content"]["data"]["values"]
     assert {r["runtime"] for r in latency} >= {"onnx (batch 1)", "onnx_int8 (batch 4)"}

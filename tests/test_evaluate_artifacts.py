@@ -105,10 +105,13 @@ def test_every_artifact_with_a_class_absent_from_the_test_split(tmp_path):
     assert metrics["per_class"]["apple"]["recall"] == pytest.approx(apple["recall"])
     assert metrics["f1_macro"] == pytest.approx(report.set_index("class").loc["macro avg", "f1"])
 
-    curves = pd.read_csv(res / "curves.csv")  # long: ROC and PR, drawn by one DVC template
+    curves = pd.read_csv(res / "curves.csv")  # long: ROC, PR, reliability: one DVC template
     assert list(curves.columns) == ["curve", "class", "point", "x", "y", "threshold"]
-    assert curves["curve"].unique().tolist() == ["roc", "pr"]
-    for _, curve in curves.groupby("curve"):
+    assert curves["curve"].unique().tolist() == ["roc", "pr", "reliability"]
+    bins = curves[curves["curve"] == "reliability"]
+    assert set(bins["class"]) == {"uncalibrated", "calibrated"}  # the same at temperature 1
+    assert metrics["ece"] == metrics["calibration"]["ece_before"] > 0
+    for _, curve in curves[curves["curve"] != "reliability"].groupby("curve"):
         assert set(curve["class"]) == {"apple", "banana"}  # no positives, no curve
         assert curve[["x", "y"]].to_numpy().min() >= 0 and curve[["x", "y"]].to_numpy().max() <= 1
         for _, points in curve.groupby("class"):
@@ -126,6 +129,7 @@ def test_every_artifact_with_a_class_absent_from_the_test_split(tmp_path):
         "roc.png",
         "pr.png",
         "mistakes.png",
+        "reliability.png",
     ):
         assert (fig / png).stat().st_size > 1000, png
 

@@ -125,18 +125,20 @@ def plot_curves(
     score_name: str,
     path: Path,
     title: str,
-    chance_diagonal: bool = False,
+    chance_diagonal: bool | str = False,
     steps: bool = False,
 ) -> None:
     """One line per class of a long-format curve table, with each class's score in the legend.
 
     Classes without a curve (no positives in the split) are listed in the title, so that a
     missing line reads as missing data rather than as a plotting bug. ``steps`` draws a
-    precision-recall curve as sklearn does (precision held until the next threshold).
+    precision-recall curve as sklearn does (precision held until the next threshold);
+    ``chance_diagonal`` draws y = x, labelled "chance" or by the string given.
     """
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if chance_diagonal:
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
+        label = chance_diagonal if isinstance(chance_diagonal, str) else "chance"
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label=label)
     for name, score in scores.items():
         if score is None:
             continue

@@ -17,10 +17,20 @@ from visionpipe.core.errors import UserError
 from visionpipe.core.runtimes import as_array
 
 
+def temperature(meta: dict[str, Any]) -> float:
+    """The temperature a classifier's logits are divided by (model.json's ``output``, or a
+    checkpoint's meta); 1 for a model exported before calibration existed."""
+    found = meta.get("temperature", meta.get("output", {}).get("temperature", 1.0))
+    if not isinstance(found, int | float) or isinstance(found, bool) or not found > 0:
+        raise UserError(f"temperature {found!r} in the model's metadata: expected a number > 0")
+    return float(found)
+
+
 def classification(outputs: Any, meta: dict[str, Any], scale: float = 1.0) -> list[dict[str, Any]]:
-    """The most probable class and its softmax probability, per image (outputs: logits)."""
+    """The most probable class and its calibrated probability, softmax(logits / temperature),
+    per image (outputs: logits)."""
     labels = meta["labels"]
-    logits = as_array(outputs).astype(np.float64)
+    logits = as_array(outputs).astype(np.float64) / temperature(meta)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     return [

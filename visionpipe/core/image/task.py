@@ -54,6 +54,12 @@ class ImageTask(TaskModel):
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""
 
+    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """Fit what turns the trained model's validation ``outputs`` into calibrated
+        confidences (classification: a temperature); entries for the checkpoint's metadata,
+        restored by :meth:`load_meta`."""
+        return {}
+
     # --- evaluation and deployment ---------------------------------------------------------
 
     @abstractmethod

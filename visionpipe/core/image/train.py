@@ -126,6 +126,8 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
             distributed.finish(dist)
             return
         built.model.load_state_dict(result.best_state)
+        batch = params.train.batch_size * 2
+        val_outputs = predict(built.model, val_x, batch, device, progress=False)
         meta = {
             "task": task.name,
             "arch": m.arch,
@@ -135,6 +137,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
             "dropout": m.dropout,
             "head_hidden": hidden,
             **target_meta,
+            **task.calibrate(val_outputs, val_y),
             "input": (
                 "RGB float or uint8, 0..255, N x 3 x H x W (normalization is inside the model)"
             ),

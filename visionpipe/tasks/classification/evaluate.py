@@ -1,6 +1,8 @@
 """Classification's evaluate stage: sklearn's report, binary (e.g. functional vs defective)
 metrics, one-vs-rest ROC and PR curves, the all / wrong / confidently-wrong prediction tables,
-confusion matrices and the most confident mistakes."""
+confusion matrices, the most confident mistakes, and how well the confidences are calibrated
+(ECE and the reliability diagram, before and after the temperature fitted on val). Every
+probability here is the calibrated one, softmax(logits / temperature), as predict gives it."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from visionpipe.core.calibration import BINS, expected_calibration_error, reliability, softmax
 from visionpipe.core.image import evaluate as image_evaluate
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.io import write_csv
@@ -47,9 +50,11 @@ def write_results(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The test split's tables and figures; returns the headline metrics and the details."""
     cfg = params.evaluate
-    probs = torch.softmax(outputs.float(), 1).numpy()
+    temperature = getattr(task, "temperature", 1.0)
+    probs = softmax(outputs, temperature)
     pred = probs.argmax(1)
     true = targets.numpy()
+    calibration, reliability_rows = calibration_report(softmax(outputs), probs, true, temperature)
     report = classification_report(
         true,
         pred,
@@ -75,13 +80,16 @@ def write_results(
         roc_auc_macro=mean_or_none(auc.values()),
         average_precision=ap,
         average_precision_macro=mean_or_none(ap.values()),
+        ece=calibration["ece_after"],
+        calibration=calibration,
     )
     write_csv(results_dir / "predictions.csv", frame)
-    write_csv(results_dir / "curves.csv", long_curves(roc, pr))
+    write_csv(results_dir / "curves.csv", long_curves(roc, pr, reliability_rows))
     tables = {
         "wrong.csv": wrong,
         "confident_wrong.csv": confident,
         "classification_report.csv": report_table(report, labels),
+        "reliability.csv": reliability_rows,
     }
     for name, table in tables.items():
         write_csv(results_dir / "tables" / name, table)
@@ -117,7 +125,37 @@ def write_results(
         steps=True,
     )
     plot_mistakes(wrong.head(cfg.draw_images), len(wrong), images, figures_dir / "mistakes.png")
+    plot_curves(
+        reliability_rows.rename(columns={"confidence": "x", "accuracy": "y"}),
+        "x",
+        "y",
+        {"uncalibrated": calibration["ece_before"], "calibrated": calibration["ece_after"]},
+        "ECE",
+        figures_dir / "reliability.png",
+        f"Reliability on test (temperature {temperature:.3g}, fitted on val)",
+        chance_diagonal="perfect calibration",
+    )
     return headline(metrics), metrics
+
+
+def calibration_report(
+    raw: np.ndarray, calibrated: np.ndarray, true: np.ndarray, temperature: float
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """ECE on test before and after the temperature, and the reliability bins of both (rows
+    ``class`` uncalibrated / calibrated, ``point`` the bin, x confidence, y accuracy)."""
+    parts = []
+    for name, probs in (("uncalibrated", raw), ("calibrated", calibrated)):
+        table = reliability(probs, true).rename(columns={"bin": "point"})
+        parts.append(table.assign(**{"class": name}))
+    rows = pd.concat(parts, ignore_index=True)
+    report = {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(raw, true),
+        "ece_after": expected_calibration_error(calibrated, true),
+        "bins": BINS,
+        "fitted_on": "val",
+    }
+    return report, rows[["class", "point", "lower", "upper", "count", "confidence", "accuracy"]]
 
 
 def _log_summary(metrics: dict[str, Any]) -> None:
@@ -140,6 +178,7 @@ HEADLINE = (
     "average_precision_macro",
     "num_wrong",
     "num_confident_wrong",
+    "ece",
 )
 
 
@@ -219,12 +258,17 @@ def prediction_table(
     return frame
 
 
-def long_curves(roc: pd.DataFrame, pr: pd.DataFrame) -> pd.DataFrame:
-    """ROC and PR points in the shared ``curve, class, point, x, y`` layout of curves.csv
-    (plotted by .dvc/plots/classification_curves.json), thresholds kept."""
+def long_curves(
+    roc: pd.DataFrame, pr: pd.DataFrame, reliability_rows: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """ROC, PR and reliability points in the shared ``curve, class, point, x, y`` layout of
+    curves.csv (plotted by .dvc/plots/classification_curves.json), thresholds kept."""
+    curves = [("roc", roc, "fpr", "tpr"), ("pr", pr, "recall", "precision")]
+    if reliability_rows is not None:
+        curves.append(("reliability", reliability_rows, "confidence", "accuracy"))
     parts = [
         frame.rename(columns={xc: "x", yc: "y"}).assign(curve=name)
-        for name, frame, xc, yc in (("roc", roc, "fpr", "tpr"), ("pr", pr, "recall", "precision"))
+        for name, frame, xc, yc in curves
     ]
     columns = ["curve", "class", "point", "x", "y", "threshold"]
     return pd.concat(parts, ignore_index=True)[columns]

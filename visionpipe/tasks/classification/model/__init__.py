@@ -1,5 +1,6 @@
 """Classification's model side: the class index, cross-entropy with optional class weights and
-label smoothing, and the per-epoch accuracy and macro F1 (train, evaluate and export use it)."""
+label smoothing, the per-epoch accuracy and macro F1, and the temperature fitted on val that
+calibrates its confidences (train, evaluate and export use it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
+from visionpipe.core.calibration import expected_calibration_error, fit_temperature, softmax
 from visionpipe.core.errors import UserError
 from visionpipe.core.image.task import ImageTask
 from visionpipe.tasks.classification.model.class_weights import class_weights
@@ -21,6 +23,8 @@ class ClassificationTask(ImageTask):
     name = "classification"
     monitor_modes = {"accuracy": "max", "f1_macro": "max", "loss": "min"}
     default_monitor = "val_f1_macro"
+    #: logits are divided by this before the softmax (1: uncalibrated, as before training)
+    temperature: float = 1.0
 
     def labels(self, manifest: pd.DataFrame, params: Any) -> list[str]:
         return sorted(manifest["label"].astype(str).unique())
@@ -53,8 +57,32 @@ class ClassificationTask(ImageTask):
             "f1_macro": float(f1_score(true, pred, average="macro", zero_division=0)),
         }
 
+    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """Temperature scaling fitted on the validation split, with its ECE before and after."""
+        temperature = fit_temperature(outputs, targets)
+        true = targets.numpy()
+        before = expected_calibration_error(softmax(outputs), true)
+        after = expected_calibration_error(softmax(outputs, temperature), true)
+        log.info("temperature %.4g fitted on val: ECE %.4f -> %.4f", temperature, before, after)
+        return {
+            "temperature": temperature,
+            "calibration": {
+                "method": "temperature scaling (NLL on the validation split)",
+                "val_images": len(true),
+                "val_ece_before": before,
+                "val_ece_after": after,
+            },
+        }
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        self.temperature = float(meta.get("temperature", 1.0))
+
     def output_description(self) -> dict[str, Any]:
-        return {"meaning": "logits, one per label (softmax gives the class probabilities)"}
+        return {
+            "meaning": "logits, one per label; softmax(logits / temperature) gives the class "
+            "probabilities, calibrated on the validation split",
+            "temperature": self.temperature,
+        }
 
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         return {
