@@ -44,6 +44,22 @@ def test_a_calibrated_model_keeps_a_temperature_near_one():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 1.0
 
 
+def test_a_temperature_that_raises_the_val_ece_is_not_applied(monkeypatch):
+    """Calibrated logits, and a fitted temperature (forced here) that would flatten them: the
+    classifier keeps temperature 1 and records what it rejected."""
+    import visionpipe.tasks.classification.model as classification_model
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2.0, size=(2000, 4))
+    labels = np.array([rng.choice(4, p=p) for p in softmax(logits)])
+    monkeypatch.setattr(classification_model, "fit_temperature", lambda *_: 4.0)
+    meta = ClassificationTask().calibrate(torch.tensor(logits), torch.tensor(labels))
+    calibration = meta["calibration"]
+    assert calibration["val_ece_with_fitted"] > calibration["val_ece_before"]
+    assert meta["temperature"] == 1.0 and not calibration["applied"]
+    assert calibration["fitted_temperature"] == 4.0
+
+
 def test_reliability_bins():
     probs = np.array([[0.95, 0.05], [0.92, 0.08], [0.55, 0.45], [0.4, 0.6]])
     labels = np.array([0, 1, 0, 1])
@@ -60,7 +76,11 @@ def test_the_classifier_records_its_temperature_and_predict_applies_it():
     task = ClassificationTask()
     meta = task.calibrate(logits, labels)
     assert meta["temperature"] > 1 and meta["calibration"]["val_images"] == 800
-    assert meta["calibration"]["val_ece_after"] < meta["calibration"]["val_ece_before"]
+    assert (
+        meta["calibration"]["applied"]
+        and meta["temperature"] == meta["calibration"]["fitted_temperature"]
+    )
+    assert meta["calibration"]["val_ece_with_fitted"] < meta["calibration"]["val_ece_before"]
     task.load_meta(meta)
     assert task.output_description()["temperature"] == meta["temperature"]
 

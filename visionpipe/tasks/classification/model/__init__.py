@@ -58,19 +58,31 @@ class ClassificationTask(ImageTask):
         }
 
     def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        """Temperature scaling fitted on the validation split, with its ECE before and after."""
-        temperature = fit_temperature(outputs, targets)
+        """Temperature scaling fitted on the validation split (NLL), applied only when it does
+        not raise the validation ECE: a model already calibrated (the elpv default is) keeps
+        temperature 1 rather than trading reliability for likelihood. Both are recorded."""
+        fitted = fit_temperature(outputs, targets)
         true = targets.numpy()
         before = expected_calibration_error(softmax(outputs), true)
-        after = expected_calibration_error(softmax(outputs, temperature), true)
-        log.info("temperature %.4g fitted on val: ECE %.4f -> %.4f", temperature, before, after)
+        after = expected_calibration_error(softmax(outputs, fitted), true)
+        applied = after <= before
+        log.info(
+            "temperature %.4g fitted on val: ECE %.4f -> %.4f, %s",
+            fitted,
+            before,
+            after,
+            "applied" if applied else "not applied (it raises the ECE): temperature 1",
+        )
         return {
-            "temperature": temperature,
+            "temperature": fitted if applied else 1.0,
             "calibration": {
-                "method": "temperature scaling (NLL on the validation split)",
+                "method": "temperature scaling (NLL on the validation split), applied when it "
+                "does not raise the validation ECE",
+                "fitted_temperature": fitted,
+                "applied": applied,
                 "val_images": len(true),
                 "val_ece_before": before,
-                "val_ece_after": after,
+                "val_ece_with_fitted": after,
             },
         }
 
