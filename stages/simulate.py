@@ -17,4 +17,5 @@ if __name__ == "__main__":
     parser.add_argument("--frames", required=True, help="manifest CSV or folder of frames")
     parser.add_argument("--csv", required=True)
     parser.add_argument("--summary", required=True)
+    parser.add_argument("--reference", help="manifest of the drift monitor's reference images")
     run_stage("simulate", main, parser)

@@ -277,6 +277,12 @@ class Simulate:
     interval_ms: float = field(default=100.0, metadata=_range(0.0, open_=True))
     threshold: float = field(default=0.55, metadata=_range(0.0, 1.0))
     max_frames: int = field(default=50, metadata=_range(0))
+    # drift monitor: train images spread over the split as its reference (0: off), the
+    # rolling window of frames, and how far the window may move before frames are flagged
+    drift_reference_frames: int = field(default=100, metadata=_range(0))
+    drift_window: int = field(default=50, metadata=_range(2))
+    drift_image_tolerance: float = field(default=1.0, metadata=_range(0.0, open_=True))
+    drift_low_share_tolerance: float = field(default=0.25, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,13 @@ from visionpipe.core.io import write_json
 from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import SIDECAR
 from visionpipe.core.stage import setup_logging
+from visionpipe.deploy.drift import DriftMonitor, Reference, image_features, spread_sample
 from visionpipe.deploy.predictor import (
     Frame,
     Predictor,
     cli_parser,
+    image_frames,
+    list_images,
     load_predictor,
     open_frames,
     predict_frame,
@@ -55,6 +58,9 @@ COLUMNS = [
     "low_confidence",
     "latency_ms",
     "missed_interval",
+    "image_distance",
+    "low_share",
+    "drift",
     "error",
 ]
 
@@ -67,9 +73,12 @@ def simulate(
     csv_path: Path,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
+    monitor: DriftMonitor | None = None,
 ) -> dict[str, Any]:
     """Process one frame per interval; a frame whose work overruns the interval is a miss.
-    Ctrl-C stops the belt: the frames logged so far are summarized (``interrupted``)."""
+    With a drift ``monitor``, each frame also updates it (its columns go to the log, flagged
+    frames to the summary). Ctrl-C stops the belt: the frames logged so far are summarized
+    (``interrupted``)."""
     latencies, missed, bad, low = [], 0, 0, 0
     start = clock()
     finished = start  # end of the last frame's work: the wait for a frame that never came
@@ -102,6 +111,8 @@ def simulate(
                     "latency_ms": round(took_ms, 3),  # decode + model: the frame's whole work
                     "missed_interval": took_ms > interval_ms,
                 }
+                if monitor is not None and frame.image is not None:
+                    row.update(monitor.update(i, frame.image, bool(record.get("low_confidence"))))
                 writer.writerow(row)
                 handle.flush()
                 # a frame counts once it is logged, in every counter at once
@@ -113,7 +124,7 @@ def simulate(
                     low += bool(record.get("low_confidence"))
                     missed += row["missed_interval"]
                 finished = clock()
-                _print_frame(i, frame, record, took_ms)
+                _print_frame(i, frame, record, took_ms, bool(row.get("drift")))
     except KeyboardInterrupt:
         interrupted = True
     except OSError as exc:
@@ -132,21 +143,57 @@ def simulate(
             "p95": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
         },
         "missed_interval": missed,
+        **({"drift": monitor.summary()} if monitor is not None else {}),
         "interrupted": interrupted,
     }
 
 
-def _print_frame(i: int, frame: Frame, record: dict[str, Any], took_ms: float) -> None:
+def _print_frame(
+    i: int, frame: Frame, record: dict[str, Any], took_ms: float, drift: bool = False
+) -> None:
     if "error" in record:
         log.warning("frame %d skipped: %s", i, record["error"])
         return
     flag = "  LOW CONFIDENCE" if record.get("low_confidence") else ""
+    flag += "  DRIFT" if drift else ""
     said = (
         f"{record['target']} {record['value']:.4g}"
         if "value" in record
         else f"{record.get('class')} {record.get('confidence', float('nan')):.3f}"
     )
     print(f"frame {i:5d} {Path(frame.name).name}: {said} ({took_ms:.1f} ms){flag}", flush=True)
+
+
+def drift_monitor(
+    predictor: Predictor,
+    reference: str | Path,
+    root: str | Path,
+    count: int,
+    threshold: float,
+    window: int,
+    image_tolerance: float,
+    low_share_tolerance: float,
+) -> DriftMonitor:
+    """A monitor whose reference is ``count`` images spread over ``reference`` (a manifest
+    such as data/splits/train.csv, or a folder), run through the model once before the belt
+    starts; one line when fewer than two of them can be read."""
+    paths = spread_sample(list_images(reference, root), count)
+    features, low = [], []
+    for frame in image_frames(paths, predictor):
+        if frame.image is not None:
+            record = predict_frame(predictor, frame, threshold)
+            features.append(image_features(frame.image))
+            low.append(bool(record.get("low_confidence")))
+    if len(features) < 2:
+        raise UserError(f"{reference}: drift reference needs at least 2 readable images")
+    ref = Reference.from_frames(features, low)
+    log.info(
+        "drift reference: %d images of %s, %.1f%% low confidence",
+        ref.images,
+        reference,
+        100 * ref.low_share,
+    )
+    return DriftMonitor(ref, window, image_tolerance, low_share_tolerance)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,15 +209,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--summary", default="simulate_summary.json", help="summary JSON (%(default)s)"
     )
+    parser.add_argument(
+        "--reference",
+        help="images the frames should look like (a manifest such as data/splits/train.csv, "
+        "with --root, or a folder): turns the drift monitor on",
+    )
+    parser.add_argument("--reference-frames", type=int, default=100)
+    parser.add_argument("--drift-window", type=int, default=50)
+    parser.add_argument("--drift-tolerance", type=float, default=1.0)
+    parser.add_argument("--low-share-tolerance", type=float, default=0.25)
     args = parser.parse_args(argv)
     setup_logging()
     try:
         if args.interval_ms <= 0:
             raise UserError(f"--interval-ms: {args.interval_ms} must be > 0")
+        if args.drift_window < 2 or args.reference_frames < 2:
+            raise UserError("--drift-window and --reference-frames: at least 2")
         predictor = load_predictor(args.model, args.threads)
+        monitor = None
+        if args.reference:
+            monitor = drift_monitor(
+                predictor,
+                args.reference,
+                args.root,
+                args.reference_frames,
+                args.threshold,
+                args.drift_window,
+                args.drift_tolerance,
+                args.low_share_tolerance,
+            )
         frames = open_frames(args.frames, predictor, root=args.root)
         frames = itertools.islice(frames, args.max_frames or None)
-        summary = simulate(predictor, frames, args.interval_ms, args.threshold, Path(args.csv))
+        csv_path, threshold = Path(args.csv), args.threshold
+        summary = simulate(
+            predictor, frames, args.interval_ms, threshold, csv_path, monitor=monitor
+        )
         write_json(args.summary, summary)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -197,8 +270,10 @@ HEADLINE = (
 
 
 def stage(params: Any, args: argparse.Namespace) -> None:
-    """The simulate stage: the conveyor loop over the test frames with the exported model (the
-    TorchScript file when ONNX could not be exported, as results/export/details.json says)."""
+    """The simulate stage: the conveyor loop over ``simulate.max_frames`` test frames spread
+    over the split, with the exported model (the TorchScript file when ONNX could not be
+    exported, as results/export/details.json says), watched by the drift monitor against
+    train images."""
     cfg = params.simulate
     threads = set_threads(params.train.num_threads)
     model = Path(args.model)
@@ -208,14 +283,32 @@ def stage(params: Any, args: argparse.Namespace) -> None:
             log.warning("%s: not exported; the conveyor runs %s", model, files["torchscript"])
             model = model.parent / files["torchscript"]
     predictor = load_predictor(model, threads, expect_task=params.base.task)
-    frames = open_frames(args.frames, predictor, root=params.data.path)
-    frames = itertools.islice(frames, cfg.max_frames or None)
+    monitor = None
+    if cfg.drift_reference_frames and args.reference:
+        monitor = drift_monitor(
+            predictor,
+            args.reference,
+            params.data.path,
+            cfg.drift_reference_frames,
+            cfg.threshold,
+            cfg.drift_window,
+            cfg.drift_image_tolerance,
+            cfg.drift_low_share_tolerance,
+        )
+    # test images spread over the split (its manifest is sorted by class; a belt is not)
+    paths = spread_sample(list_images(args.frames, params.data.path), cfg.max_frames)
+    frames = image_frames(paths, predictor)
     csv_path = Path(args.csv)
     csv_path.unlink(missing_ok=True)  # the stage's log is this run's frames only
-    summary = simulate(predictor, frames, cfg.interval_ms, cfg.threshold, csv_path)
+    summary = simulate(predictor, frames, cfg.interval_ms, cfg.threshold, csv_path, monitor=monitor)
     if summary["interrupted"]:  # a partial loop is no result: the stage ends as interrupted
         raise KeyboardInterrupt
-    write_json(args.summary, {k: summary[k] for k in HEADLINE})
+    headline = {k: summary[k] for k in HEADLINE}
+    if "drift" in summary:
+        headline["drift_frames"] = summary["drift"]["flagged_frames"]
+    write_json(args.summary, headline)
+    drift = summary.get("drift", {"enabled": False})  # the stage's out: always written
+    write_json(Path(args.summary).with_name("drift.json"), drift)
     log.info("summary: %s", summary)
 
 
