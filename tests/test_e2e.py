@@ -113,6 +113,8 @@ def test_metrics_show(repo):
     sim = files["results/simulate/summary.json"]["data"]
     assert sim["frames"] == 4 and sim["bad_frames"] == 0
     assert sim["latency_ms"]["median"] > 0
+    found = json.loads((repo / "results/split/duplicates.json").read_text())
+    assert found["max_distance"] == 0 and found["images"] > 0 and not found["dedupe"]
     drift = json.loads((repo / "results/simulate/drift.json").read_text())
     train_rows = len((repo / "data/splits/train.csv").read_text().splitlines()) - 1
     assert drift["enabled"] and drift["reference"]["images"] == min(100, train_rows)

@@ -150,6 +150,10 @@ class Split:
     test: float = field(default=0.15, metadata=_range(0.0, 1.0, open_=True))
     # regression without groups: stratify the random split by this many target quantile bins
     stratify_bins: int = field(default=0, metadata=_range(0))
+    # images whose perceptual hashes differ in at most this many of 64 bits are duplicates
+    # (-1: no search); dedupe: keep each group of duplicates in one split
+    duplicate_distance: int = field(default=0, metadata=_range(-1, 64))
+    dedupe: bool = False
 
 
 @dataclass(frozen=True)
