@@ -60,6 +60,18 @@ def test_a_temperature_that_raises_the_val_ece_is_not_applied(monkeypatch):
     assert calibration["fitted_temperature"] == 4.0
 
 
+def test_no_temperature_from_a_val_split_without_mistakes():
+    """Every val image right: the NLL falls as T shrinks to its bound, which would make every
+    confidence 1; the classifier keeps temperature 1 instead."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, size=200)
+    logits = rng.normal(0, 1, size=(200, 3))
+    logits[np.arange(200), labels] += 10.0  # always the right class first
+    meta = ClassificationTask().calibrate(torch.tensor(logits), torch.tensor(labels))
+    assert meta["temperature"] == 1.0 and not meta["calibration"]["applied"]
+    assert meta["calibration"]["not_applied_because"] == "no mistakes on val to calibrate against"
+
+
 def test_reliability_bins():
     probs = np.array([[0.95, 0.05], [0.92, 0.08], [0.55, 0.45], [0.4, 0.6]])
     labels = np.array([0, 1, 0, 1])

@@ -51,6 +51,17 @@ def test_the_monitor_is_quiet_on_like_frames_and_flags_foreign_ones():
     assert not rows[19]["drift"] and rows[-1]["drift"] and rows[-1]["low_share"] == 1.0
 
 
+def test_a_window_under_ten_frames_still_compares_once_full():
+    rng = np.random.default_rng(2)
+    reference = Reference.from_frames(map(image_features, frames_like(rng, 50, 110)), [0] * 50)
+    small = DriftMonitor(reference, window=4)
+    rows = [small.update(i, x, False) for i, x in enumerate(frames_like(rng, 8, 110, True))]
+    assert rows[2]["image_distance"] is None and rows[3]["drift"] and small.flagged == 5
+    never = DriftMonitor(reference, window=20)
+    never.update(0, frames_like(rng, 1, 110)[0], False)
+    assert never.summary()["max_image_distance"] is None  # never enough frames to compare
+
+
 def test_spread_sample_takes_every_part_of_a_sorted_manifest():
     items = list(range(100))
     assert spread_sample(items, 5) == [0, 25, 50, 74, 99]
@@ -96,3 +107,10 @@ def test_simulate_flags_foreign_frames_and_stays_quiet_on_like_ones(exported, tm
     log = pd.read_csv(tmp_path / "foreign.csv")
     assert log["drift"].sum() == summaries["foreign"]["flagged_frames"]
     assert log["image_distance"].iloc[:9].isna().all()  # under min_frames: no figure yet
+
+    # a log of another version (other columns) is not appended to
+    old = tmp_path / "old.csv"
+    old.write_text("frame,path,time_s,class\n0,a.png,0.0,x\n")
+    args = [str(exported / "model.onnx"), str(tmp_path / "test"), "--interval-ms", "1"]
+    rc = simulate_main([*args, "--csv", str(old), "--summary", str(tmp_path / "o.json")])
+    assert rc == 2 and old.read_text().count("\n") == 2

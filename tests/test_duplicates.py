@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from visionpipe.core.duplicates import check_splits, duplicate_pairs, perceptual_hashes
+from visionpipe.core.errors import DataError
 
 
 def textured(path: Path, seed: int) -> Path:
@@ -54,7 +56,7 @@ def test_planted_copies_across_splits_are_found(tmp_path):
     same, found = check_splits(frame, tmp_path, 0, dedupe_splits=False)
     assert same["split"].tolist() == frame["split"].tolist()  # reported, not moved
     assert found["groups_across_splits"] == 3 and found["images_in_groups_across_splits"] == 6
-    assert found["splits_joined"] == {"test+train": 2, "train+val": 1}
+    assert found["splits_joined"] == {"train+test": 2, "train+val": 1}
     assert sorted(map(sorted, found["leaking_groups"]))[0] == [
         ["copy00.jpg", "test"],
         ["img00.png", "train"],
@@ -72,6 +74,15 @@ def test_dedupe_keeps_each_group_in_one_split_ties_going_to_train(tmp_path):
     assert untouched["split"].tolist() == frame["split"][: len(untouched)].tolist()
 
 
+def test_dedupe_that_would_empty_a_split_is_one_line(tmp_path):
+    frame = planted(tmp_path)
+    splits = {"img00.png": "train", "img01.png": "train", "img02.png": "test", "copy00.jpg": "val"}
+    frame = frame[frame["path"].isin(list(splits))]
+    frame = frame.assign(split=frame["path"].map(splits))  # val holds only a copy
+    with pytest.raises(DataError, match=r"split.dedupe: .* leaves the val split empty"):
+        check_splits(frame.reset_index(drop=True), tmp_path, 0, dedupe_splits=True)
+
+
 def test_a_group_moves_with_its_duplicates_and_the_search_can_be_off(tmp_path):
     """Regression keeps a group (a plant) in one split: moving a duplicate moves its group."""
     frame = planted(tmp_path)
@@ -82,6 +93,8 @@ def test_a_group_moves_with_its_duplicates_and_the_search_can_be_off(tmp_path):
     by_path = dict(zip(moved["path"], moved["split"], strict=True))
     # two of the three in test: the group joins them there, one image moved
     assert by_path["img00.png"] == by_path["copy00.jpg"] == by_path["img20.png"] == "test"
+    assert found["images_with_a_duplicate"] == 6  # img20 is in the group, but no copy
+    assert found["groups_across_splits_after"] == 0 and found["moved"] == 3
 
     off, report = check_splits(frame, tmp_path, -1, dedupe_splits=True)
     assert off is frame and report == {"method": "none (split.duplicate_distance: -1)"}

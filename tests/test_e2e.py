@@ -116,8 +116,8 @@ def test_metrics_show(repo):
     found = json.loads((repo / "results/split/duplicates.json").read_text())
     assert found["max_distance"] == 0 and found["images"] > 0 and not found["dedupe"]
     drift = json.loads((repo / "results/simulate/drift.json").read_text())
-    train_rows = len((repo / "data/splits/train.csv").read_text().splitlines()) - 1
-    assert drift["enabled"] and drift["reference"]["images"] == min(100, train_rows)
+    val_rows = len((repo / "data/splits/val.csv").read_text().splitlines()) - 1
+    assert drift["enabled"] and drift["reference"]["images"] == min(100, val_rows)
     assert sim["drift_frames"] == drift["flagged_frames"]
 
 

@@ -74,6 +74,8 @@ def test_repo_params_are_valid():
         ("data.annotations", {"train": "t.json", "dev": "d.json"}, "data.annotations.dev: unknown"),
         ("data.annotations", {"train": ""}, "data.annotations.train: expected a file name"),
         ("data.states", ["a", "a"], "data.states: expected distinct state names ([] for a plain"),
+        ("simulate.drift_reference_frames", 1, "simulate.drift_reference_frames: expected 0"),
+        ("split.duplicate_distance", 17, "split.duplicate_distance: 17 is out of range"),
     ],
 )
 def test_bad_values_name_the_key(path, value, message):

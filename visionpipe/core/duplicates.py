@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from visionpipe.core.errors import DataError
 from visionpipe.core.images import open_rgb
 from visionpipe.core.manifests import SPLITS
 
@@ -98,7 +99,7 @@ def leaks(
     if group:
         first: dict[Any, int] = {}
         for i, value in enumerate(frame[group].tolist()):
-            if value not in ("", None):
+            if not pd.isna(value) and value != "":
                 groups.join(i, first.setdefault(value, i))
     roots = [groups.find(i) for i in range(len(frame))]
     members: dict[int, list[int]] = {}
@@ -116,6 +117,7 @@ def leaks(
             leaking.append(
                 {"group": number, "rows": rows, "members": [[paths[i], splits[i]] for i in rows]}
             )
+    label.attrs["duplicated"] = len(duplicated)  # rows with a copy (not their group mates)
     return label, leaking
 
 
@@ -144,18 +146,22 @@ def report(
 ) -> dict[str, Any]:
     """The counts of the duplicate search and the first ``MAX_LISTED`` leaking groups."""
     in_groups = label[label >= 0]
-    pairs_across = Counter(tuple(sorted({s for _, s in item["members"]})) for item in leaking)
+    joined = Counter(
+        tuple(sorted({s for _, s in item["members"]}, key=SPLITS.index)) for item in leaking
+    )
     return {
         "method": "pHash (imagehash, 64 bits)",
         "max_distance": max_distance,
         "images": int(len(frame)),
-        "images_with_a_duplicate": int(len(in_groups)),
+        "images_with_a_duplicate": int(label.attrs.get("duplicated", len(in_groups))),
         "groups": int(in_groups.nunique()),
+        # as the split made them; with dedupe, every one of them is then in one split
         "groups_across_splits": len(leaking),
         "images_in_groups_across_splits": sum(len(item["rows"]) for item in leaking),
-        "splits_joined": {"+".join(k): v for k, v in sorted(pairs_across.items())},
+        "splits_joined": {"+".join(k): v for k, v in sorted(joined.items())},
         "dedupe": moved is not None,
         "moved": moved or 0,
+        "groups_across_splits_after": 0 if moved is not None else len(leaking),
         "leaking_groups": [item["members"] for item in leaking[:MAX_LISTED]],
         "leaking_groups_not_listed": max(0, len(leaking) - MAX_LISTED),
     }
@@ -174,6 +180,11 @@ def check_splits(
     moved = None
     if dedupe_splits:
         frame, moved = dedupe(frame, leaking)
+        if empty := [name for name in SPLITS if not (frame["split"] == name).any()]:
+            raise DataError(
+                f"split.dedupe: keeping the duplicate groups together leaves the {empty[0]} "
+                "split empty; lower split.duplicate_distance or turn split.dedupe off"
+            )
     found = report(frame, label, leaking, max_distance, moved)
     if leaking:
         log.warning(

@@ -152,7 +152,7 @@ class Split:
     stratify_bins: int = field(default=0, metadata=_range(0))
     # images whose perceptual hashes differ in at most this many of 64 bits are duplicates
     # (-1: no search); dedupe: keep each group of duplicates in one split
-    duplicate_distance: int = field(default=0, metadata=_range(-1, 64))
+    duplicate_distance: int = field(default=0, metadata=_range(-1, 16))
     dedupe: bool = False
 
 
@@ -274,6 +274,13 @@ class Export:
     calibration_samples: int = field(default=64, metadata=_range(1))
 
 
+def _check_reference_frames(key: str, value: Any) -> int:
+    """0 (no drift monitor) or at least 2 images (a spread needs two)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value == 1 or value < 0:
+        raise ParamsError(f"{key}: expected 0 (off) or an integer >= 2, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Simulate:
     """The conveyor loop stage: test images as frames, one per interval."""
@@ -283,7 +290,7 @@ class Simulate:
     max_frames: int = field(default=50, metadata=_range(0))
     # drift monitor: train images spread over the split as its reference (0: off), the
     # rolling window of frames, and how far the window may move before frames are flagged
-    drift_reference_frames: int = field(default=100, metadata=_range(0))
+    drift_reference_frames: int = field(default=100, metadata={"check": _check_reference_frames})
     drift_window: int = field(default=50, metadata=_range(2))
     drift_image_tolerance: float = field(default=1.0, metadata=_range(0.0, open_=True))
     drift_low_share_tolerance: float = field(default=0.25, metadata=_range(0.0, 1.0))

@@ -66,6 +66,10 @@ class Reference:
         }
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def spread_sample(items: list, count: int) -> list:
     """``count`` items spread evenly over ``items`` (a manifest sorted by class must not give
     a reference of one class); all of them when there are fewer."""
@@ -87,8 +91,8 @@ class DriftMonitor:
     _low: deque = field(init=False)
     flagged: int = field(default=0, init=False)
     first_flagged: int | None = field(default=None, init=False)
-    worst_distance: float = field(default=0.0, init=False)
-    worst_low_share: float = field(default=0.0, init=False)
+    worst_distance: float | None = field(default=None, init=False)
+    worst_low_share: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._features = deque(maxlen=self.window)
@@ -99,7 +103,7 @@ class DriftMonitor:
         low-confidence share (empty until ``min_frames``), and whether it is flagged."""
         self._features.append(image_features(image))
         self._low.append(bool(low_confidence))
-        if len(self._features) < self.min_frames:
+        if len(self._features) < min(self.min_frames, self.window):
             return {"image_distance": None, "low_share": None, "drift": False}
         window_mean = np.mean(self._features, axis=0)
         distance = float(np.max(np.abs(window_mean - self.reference.mean) / self.reference.spread))
@@ -108,8 +112,8 @@ class DriftMonitor:
             distance > self.image_tolerance
             or low_share - self.reference.low_share > self.low_share_tolerance
         )
-        self.worst_distance = max(self.worst_distance, distance)
-        self.worst_low_share = max(self.worst_low_share, low_share)
+        self.worst_distance = max(self.worst_distance or 0.0, distance)
+        self.worst_low_share = max(self.worst_low_share or 0.0, low_share)
         if drift:
             self.flagged += 1
             if self.first_flagged is None:
@@ -125,8 +129,9 @@ class DriftMonitor:
             "enabled": True,
             "flagged_frames": self.flagged,
             "first_flagged_frame": self.first_flagged,
-            "max_image_distance": round(self.worst_distance, 4),
-            "max_low_confidence_share": round(self.worst_low_share, 4),
+            # None: the window never held enough frames to compare
+            "max_image_distance": _rounded(self.worst_distance),
+            "max_low_confidence_share": _rounded(self.worst_low_share),
             "window": self.window,
             "image_tolerance": self.image_tolerance,
             "low_share_tolerance": self.low_share_tolerance,

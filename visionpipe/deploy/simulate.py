@@ -87,6 +87,14 @@ def simulate(
     try:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+        if not new_file:
+            with csv_path.open(newline="") as existing:
+                header = next(csv.reader(existing), [])
+            if header != COLUMNS:
+                raise UserError(
+                    f"{csv_path}: a log with other columns ({len(header)}, this version "
+                    f"writes {len(COLUMNS)}); move it away or pass another --csv"
+                )
         with csv_path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
             if new_file:
@@ -225,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--interval-ms: {args.interval_ms} must be > 0")
         if args.drift_window < 2 or args.reference_frames < 2:
             raise UserError("--drift-window and --reference-frames: at least 2")
+        if args.drift_tolerance <= 0 or not 0 < args.low_share_tolerance <= 1:
+            raise UserError("--drift-tolerance: > 0; --low-share-tolerance: in (0, 1]")
         predictor = load_predictor(args.model, args.threads)
         monitor = None
         if args.reference:
@@ -273,7 +283,8 @@ def stage(params: Any, args: argparse.Namespace) -> None:
     """The simulate stage: the conveyor loop over ``simulate.max_frames`` test frames spread
     over the split, with the exported model (the TorchScript file when ONNX could not be
     exported, as results/export/details.json says), watched by the drift monitor against
-    train images."""
+    validation images (``--reference``: images the model was not trained on, so their share
+    of low-confidence predictions is what the belt should show)."""
     cfg = params.simulate
     threads = set_threads(params.train.num_threads)
     model = Path(args.model)

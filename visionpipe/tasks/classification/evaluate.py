@@ -126,9 +126,9 @@ def write_results(
     )
     plot_mistakes(wrong.head(cfg.draw_images), len(wrong), images, figures_dir / "mistakes.png")
     plot_curves(
-        reliability_rows.rename(columns={"confidence": "x", "accuracy": "y"}),
-        "x",
-        "y",
+        reliability_rows.rename(columns={"confidence": "mean confidence"}),
+        "mean confidence",
+        "accuracy",
         {"uncalibrated": calibration["ece_before"], "calibrated": calibration["ece_after"]},
         "ECE",
         figures_dir / "reliability.png",

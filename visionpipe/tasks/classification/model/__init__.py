@@ -11,7 +11,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from visionpipe.core.calibration import expected_calibration_error, fit_temperature, softmax
+from visionpipe.core.calibration import (
+    TEMPERATURE_RANGE,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
 from visionpipe.core.errors import UserError
 from visionpipe.core.image.task import ImageTask
 from visionpipe.tasks.classification.model.class_weights import class_weights
@@ -59,19 +64,29 @@ class ClassificationTask(ImageTask):
 
     def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """Temperature scaling fitted on the validation split (NLL), applied only when it does
-        not raise the validation ECE: a model already calibrated (the elpv default is) keeps
-        temperature 1 rather than trading reliability for likelihood. Both are recorded."""
+        not raise the validation ECE, val has mistakes to learn from and the search did not
+        end at a bound (a val split classified perfectly drives T to 0): otherwise the model
+        keeps temperature 1 (the elpv default is already calibrated). Both are recorded."""
         fitted = fit_temperature(outputs, targets)
         true = targets.numpy()
         before = expected_calibration_error(softmax(outputs), true)
         after = expected_calibration_error(softmax(outputs, fitted), true)
-        applied = after <= before
+        lo, hi = TEMPERATURE_RANGE
+        if bool((outputs.argmax(1) == targets).all()):
+            reason = "no mistakes on val to calibrate against"
+        elif not lo * 1.01 < fitted < hi / 1.01:
+            reason = f"the search ended at its bound {fitted:g}"
+        elif after > before:
+            reason = "it raises the ECE"
+        else:
+            reason = ""
+        applied = not reason
         log.info(
             "temperature %.4g fitted on val: ECE %.4f -> %.4f, %s",
             fitted,
             before,
             after,
-            "applied" if applied else "not applied (it raises the ECE): temperature 1",
+            "applied" if applied else f"not applied ({reason}): temperature 1",
         )
         return {
             "temperature": fitted if applied else 1.0,
@@ -80,6 +95,7 @@ class ClassificationTask(ImageTask):
                 "does not raise the validation ECE",
                 "fitted_temperature": fitted,
                 "applied": applied,
+                **({"not_applied_because": reason} if reason else {}),
                 "val_images": len(true),
                 "val_ece_before": before,
                 "val_ece_with_fitted": after,
