@@ -34,8 +34,6 @@ if __name__ == "__main__":
     parser.add_argument("--prepared", required=True, help="folder with manifest.csv")
     parser.add_argument("--out", required=True, help="folder for train/val/test.csv")
     parser.add_argument(
-        "--duplicates",
-        default="results/split/duplicates.json",
-        help="report of duplicate images across the splits",
+        "--duplicates", required=True, help="report of duplicate images across the splits"
     )
     run_stage("split", main, parser)

@@ -28,7 +28,15 @@ def prepare_and_split(tmp_path: Path, raw: dict) -> tuple[pd.DataFrame, dict, di
     assert proc.returncode == 0, proc.stderr[-3000:]
     splits = tmp_path / "splits"
     proc = run_stage_cli(
-        tmp_path, raw, "stages.split", "--prepared", str(out), "--out", str(splits)
+        tmp_path,
+        raw,
+        "stages.split",
+        "--prepared",
+        str(out),
+        "--out",
+        str(splits),
+        "--duplicates",
+        str(tmp_path / "duplicates.json"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)

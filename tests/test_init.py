@@ -44,7 +44,7 @@ def prepare_and_split(workdir: Path) -> tuple[pd.DataFrame, list[Path]]:
     """The stage commands with the params init wrote; the manifest and the split files."""
     for stage, *args in (
         ("stages.prepare", "--out", "prepared", "--report", "report.json"),
-        ("stages.split", "--prepared", "prepared", "--out", "splits"),
+        ("stages.split", "--prepared", "prepared", "--out", "splits", "--duplicates", "dup.json"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", stage, *args, "--params", "params.yaml"],
