@@ -99,6 +99,10 @@ def test_detection_runs_through_the_same_stages(detection_repo):
 
     sim = files["results/simulate/summary.json"]["data"]
     assert sim["frames"] == min(4, len(test_coco["images"])) and sim["bad_frames"] == 0
+    # one val panel: no spread to compare with, so the belt runs unwatched, and says why
+    drift = json.loads((repo / "results/simulate/drift.json").read_text())
+    assert len(json.loads((repo / "data/splits/val.json").read_text())["images"]) == 1
+    assert not drift["enabled"] and "at least 2 readable images, found 1" in drift["reason"]
     log = pd.read_csv(repo / "results/simulate/log.csv")
     assert log["detections"].notna().all()
 
