@@ -187,8 +187,9 @@ def drift_monitor(
     low_share_tolerance: float,
 ) -> DriftMonitor:
     """A monitor whose reference is ``count`` images spread over ``reference`` (a manifest
-    such as data/splits/train.csv, or a folder), run through the model once before the belt
-    starts; one line when fewer than two of them can be read."""
+    such as data/splits/val.csv, images the model was not trained on, or a folder), run
+    through the model once before the belt starts; one line when fewer than two of them can
+    be read."""
     paths = spread_sample(list_images(reference, root), count)
     features, low = [], []
     for frame in image_frames(paths, predictor):
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--reference",
-        help="images the frames should look like (a manifest such as data/splits/train.csv, "
+        help="images the frames should look like (a manifest such as data/splits/val.csv, "
+        "images the model was not trained on, "
         "with --root, or a folder): turns the drift monitor on",
     )
     parser.add_argument("--reference-frames", type=int, default=100)
