@@ -33,6 +33,7 @@ TINY = {
         "calibration_samples": 8,
     },
     "simulate": {"interval_ms": 20.0, "max_frames": 4},
+    "suspects": {"image_size": 32, "top": 4},
     "detection": {"min_size": 64, "max_size": 64},
 }
 

@@ -43,6 +43,8 @@ def test_repro_builds_every_stage_and_is_then_up_to_date(repo):
         "results/evaluate/tables/reliability.csv",
         "models/export/model.ts",
         "models/export/model.onnx",
+        "results/suspects/suspects.csv",
+        "figures/suspects/top_suspects.png",
     ]:
         assert (repo / out).is_file(), out
     status = run(repo, "dvc", "status").stdout
@@ -69,6 +71,13 @@ def test_metrics_show(repo):
     assert temperature > 0 and meta["calibration"]["val_images"] > 0
     sidecar = json.loads((repo / "models/export/model.json").read_text())
     assert sidecar["output"]["temperature"] == temperature
+    # the low-confidence threshold: params' number, with what it does on val
+    threshold = sidecar["threshold"]
+    assert threshold["value"] == 0.55 and threshold["target"] == "fixed"
+    val_rows = len((repo / "data/splits/val.csv").read_text().splitlines()) - 1
+    assert (
+        threshold["resolved_on"]["count"] == val_rows and threshold["resolved_on"]["split"] == "val"
+    )
     assert 0 <= ev["ece"] <= 1
     curves = pd.read_csv(repo / "results/evaluate/curves.csv")
     reliability = curves[curves["curve"] == "reliability"]
@@ -113,6 +122,16 @@ def test_metrics_show(repo):
     sim = files["results/simulate/summary.json"]["data"]
     assert sim["frames"] == 4 and sim["bad_frames"] == 0
     assert sim["latency_ms"]["median"] > 0
+    # suspect labels: every image of every split ranked, the count a headline metric
+    sus = files["results/suspects/summary.json"]["data"]
+    listed = pd.read_csv(repo / "results/suspects/suspects.csv")
+    assert sus["label_issues"] == len(listed)
+    sus_details = json.loads((repo / "results/suspects/details.json").read_text())
+    all_rows = sum(
+        len(pd.read_csv(repo / f"data/splits/{name}.csv")) for name in ("train", "val", "test")
+    )
+    assert sus_details["items"] == all_rows and sus_details["label"] == "grade"
+    assert set(listed["given"]) | set(listed["suggested"]) <= CLASSES
     found = json.loads((repo / "results/split/duplicates.json").read_text())
     assert found["max_distance"] == 0 and found["images"] > 0 and not found["dedupe"]
     drift = json.loads((repo / "results/simulate/drift.json").read_text())

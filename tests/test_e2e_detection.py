@@ -72,6 +72,19 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     assert len(rows) == len(predictions)
     assert "results/train/plots/metrics/val/loss_state.tsv" in shown["data"]
 
+    # suspect labels: the state of every annotated box, from crops of the boxes
+    sus = json.loads((repo / "results/suspects/details.json").read_text())
+    boxes = sum(
+        len(json.loads((repo / f"data/splits/{n}.json").read_text())["annotations"])
+        for n in ("train", "val", "test")
+    )
+    assert sus["label"] == "state" and sus["items"] == boxes and sus["boxes_of"] == "states"
+    listed = pd.read_csv(repo / "results/suspects/suspects.csv")
+    assert set(listed["given"]) <= set(meta["states"]) and listed["item"].str.contains("box").all()
+    # the low-confidence threshold, resolved on val's detections (right part, box and state)
+    threshold = json.loads((repo / "models/export/model.json").read_text())["threshold"]
+    assert threshold["target"] == "fixed" and threshold["resolved_on"]["unit"] == "detections"
+    assert meta["iou_threshold"] == 0.5 and threshold["value"] == 0.55
     panel = repo / "data/raw" / test_coco["images"][0]["file_name"]
     exported = [n for n in ("model.onnx", "model.ts") if (repo / "models/export" / n).is_file()]
     assert exported  # at least one format exported (the other may record why not)
@@ -88,7 +101,7 @@ def test_detection_runs_through_the_same_stages(detection_repo):
                 x1, y1, x2, y2 = obj["box"]
                 assert 0 <= x1 < x2 <= width + 1 and 0 <= y1 < y2 <= height + 1, obj
                 assert obj["part"] in {"mono", "poly"} and obj["state"] in meta["states"]
-                assert obj["low_confidence"] == (obj["confidence"] < 0.5)
+                assert obj["low_confidence"] == (obj["confidence"] < threshold["value"])
     ckpt = run(
         repo, "python", "-m", "visionpipe.predict", "models/model.pt", str(panel), check=False
     )
@@ -146,7 +159,10 @@ def test_a_plain_detector_without_states(detection_repo, tmp_path):
     detections = json.loads((repo / "results/evaluate/tables/detections.json").read_text())
     assert all("state" not in d for d in detections)
 
+    assert json.loads((repo / "results/suspects/details.json").read_text())["label"] == "part"
     sidecar = json.loads((repo / "models/export/model.json").read_text())
+    resolved = sidecar["threshold"]["resolved_on"]
+    assert resolved["unit"] == "detections" and resolved["split"] == "val"
     assert sidecar["states"] == [] and sidecar["output"]["names"] == ["boxes", "labels", "scores"]
     ex = files["results/export/metrics.json"]["data"]
     assert any("max_box_abs_diff" in ex[fmt] for fmt in ("torchscript", "onnx")), ex

@@ -4,6 +4,7 @@ real dvc.yaml on the tiny built classification pipeline."""
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.e2e import copy_built, run, set_params
@@ -70,3 +71,26 @@ def test_the_tasks_model_code_and_params_rerun_train(repo):
     assert stale(repo) == {"train", "evaluate"}
     touch(repo, "visionpipe/core/io.py")
     assert {"embed", "prepare", "train", "simulate"} <= stale(repo)
+
+
+def test_a_threshold_target_reruns_export_and_simulate_and_lands_in_model_json(repo):
+    """``simulate.threshold: {flag_share: 0.5}`` is resolved on val by export into model.json;
+    simulate and predict flag by the resolved value."""
+    set_params(repo, {"simulate": {"threshold": {"flag_share": 0.5}}})
+    assert stale(repo) == {"export", "simulate"}
+    run(repo, "dvc", "repro")
+    assert stale(repo) == set()
+    threshold = json.loads((repo / "models/export/model.json").read_text())["threshold"]
+    assert threshold["target"] == {"flag_share": 0.5} and threshold["reached"]
+    resolved = threshold["resolved_on"]
+    val_rows = len((repo / "data/splits/val.csv").read_text().splitlines()) - 1
+    assert resolved["count"] == val_rows and resolved["unit"] == "images"
+    assert 0.0 <= resolved["flagged_share"] <= 0.5
+    log = pd.read_csv(repo / "results/simulate/log.csv")
+    assert (log["low_confidence"] == (log["confidence"] < threshold["value"])).all()
+    metrics = json.loads((repo / "results/export/metrics.json").read_text())
+    assert metrics["low_confidence_threshold"] == threshold["value"]
+    image = repo / "data/raw" / pd.read_csv(repo / "data/splits/test.csv")["path"].iloc[0]
+    out = run(repo, "python", "-m", "visionpipe.predict", "models/export/model.onnx", str(image))
+    record = json.loads(out.stdout.splitlines()[-1])
+    assert record["low_confidence"] == (record["confidence"] < threshold["value"])

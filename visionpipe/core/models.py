@@ -236,6 +236,14 @@ def build_model(
     return BuiltModel(ImageModel(net), source)
 
 
+def feature_extractor(arch: str, weights: str = "") -> tuple[ImageModel, str]:
+    """The ImageNet-pretrained backbone of ``arch`` with its head removed: 0..255 pixels in,
+    pooled features out (eval mode); and where its weights came from."""
+    built = build_model(arch, 1, pretrained=True, weights=weights)
+    setattr(built.model.net, _head_name(built.model.net), nn.Identity())
+    return built.model.eval(), built.weights_source
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from visionpipe.core.errors import UserError
+from visionpipe.core.thresholds import TARGETS, is_target
 
 TORCHVISION_ARCHITECTURES = (
     "resnet18",
@@ -281,12 +282,37 @@ def _check_reference_frames(key: str, value: Any) -> int:
     return value
 
 
+def _check_threshold(key: str, value: Any) -> float | dict[str, float]:
+    """A confidence in 0..1, or one target: ``{flag_share: X}`` (0 < X < 1) or
+    ``{precision: P}`` (0 < P <= 1)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0.0 <= value <= 1.0 or not math.isfinite(value):
+            raise ParamsError(f"{key}: {value!r} is out of range, allowed >= 0.0 and <= 1.0")
+        return float(value)
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, target),) = value.items()
+        if name not in TARGETS:
+            raise ParamsError(f"{key}.{name}: unknown target; use flag_share or precision")
+        number = isinstance(target, int | float) and not isinstance(target, bool)
+        upper_ok = target < 1.0 if name == "flag_share" else target <= 1.0
+        if not number or not math.isfinite(target) or not target > 0.0 or not upper_ok:
+            allowed = "0 < x < 1" if name == "flag_share" else "0 < x <= 1"
+            raise ParamsError(f"{key}.{name}: expected a number with {allowed}, got {target!r}")
+        return {name: float(target)}
+    raise ParamsError(
+        f"{key}: expected a confidence in 0..1 or one target, {{flag_share: 0.1}} (flag the "
+        f"least confident 10% of validation predictions) or {{precision: 0.95}} (keep the "
+        f"accepted ones at least 95% right), got {value!r}"
+    )
+
+
 @dataclass(frozen=True)
 class Simulate:
     """The conveyor loop stage: test images as frames, one per interval."""
 
     interval_ms: float = field(default=100.0, metadata=_range(0.0, open_=True))
-    threshold: float = field(default=0.55, metadata=_range(0.0, 1.0))
+    # a confidence, or a target resolved on val by the export stage into model.json
+    threshold: Any = field(default=0.55, metadata={"check": _check_threshold})
     max_frames: int = field(default=50, metadata=_range(0))
     # drift monitor: train images spread over the split as its reference (0: off), the
     # rolling window of frames, and how far the window may move before frames are flagged
@@ -294,6 +320,21 @@ class Simulate:
     drift_window: int = field(default=50, metadata=_range(2))
     drift_image_tolerance: float = field(default=1.0, metadata=_range(0.0, open_=True))
     drift_low_share_tolerance: float = field(default=0.25, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Suspects:
+    """Likely label errors: confident learning on k-fold probabilities from frozen features."""
+
+    enabled: bool = True
+    arch: str = field(
+        default="efficientnet_lite0",
+        metadata=_choice(*(a for a in ARCHITECTURES if a != "small_cnn")),
+    )
+    weights: str = ""  # a local ImageNet state dict for arch ("": offline Lite0, else download)
+    image_size: int = field(default=160, metadata=_range(32))
+    folds: int = field(default=5, metadata=_range(2, 20))
+    top: int = field(default=24, metadata=_range(1, 200))
 
 
 @dataclass(frozen=True)
@@ -312,6 +353,7 @@ class Params:
     evaluate: Evaluate = field(default_factory=Evaluate)
     export: Export = field(default_factory=Export)
     simulate: Simulate = field(default_factory=Simulate)
+    suspects: Suspects = field(default_factory=Suspects)
 
 
 _ELEMENT_CHOICES = {("augment", "ops"): AUGMENTATIONS}
@@ -402,6 +444,11 @@ def _check_cross_fields(p: Params) -> None:
         )
     if p.base.task == "detection":
         _check_detection_training(p)
+    if p.base.task == "regression" and is_target(p.simulate.threshold):
+        raise ParamsError(
+            "simulate.threshold: a target needs confidences, and regression predictions have "
+            "none; give a number (it is unused by regression)"
+        )
     if p.detection.max_size < p.detection.min_size:
         raise ParamsError(
             f"detection.max_size: {p.detection.max_size} is below detection.min_size "

@@ -26,6 +26,22 @@ def temperature(meta: dict[str, Any]) -> float:
     return float(found)
 
 
+#: the low-confidence threshold of a model whose metadata resolves none (an older export, a .pt)
+DEFAULT_THRESHOLD = 0.5
+
+
+def model_threshold(meta: dict[str, Any]) -> float | None:
+    """The low-confidence threshold the export stage resolved into model.json (``threshold``:
+    its ``value``, the target and what it was resolved from), or None when it has none."""
+    found = meta.get("threshold")
+    if found is None:
+        return None
+    value = found.get("value") if isinstance(found, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+        raise UserError(f"threshold {found!r} in the model's metadata: expected a value >= 0")
+    return float(value)
+
+
 def classification(outputs: Any, meta: dict[str, Any], scale: float = 1.0) -> list[dict[str, Any]]:
     """The most probable class and its calibrated probability, softmax(logits / temperature),
     per image (outputs: logits)."""

@@ -1,7 +1,11 @@
 """predict: run an exported model or a checkpoint on an image or a folder of images.
 
     python -m visionpipe.predict models/export/model.onnx path/to/image_or_folder \
-        --threshold 0.6 --out predictions.jsonl
+        --out predictions.jsonl
+
+low_confidence uses the threshold the export stage resolved into model.json (params'
+simulate.threshold: a confidence, or a target such as {flag_share: 0.1}, resolved on the
+validation split); --threshold 0.6 overrides it.
 
 Prints one JSON line per image (class, confidence and low_confidence; or the value of a regression
 model's target; latency_ms; or error) and writes the same lines to --out. Files that cannot be
@@ -34,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="confidence below this is flagged low_confidence (default %(default)s)",
+        help="confidence below this is flagged low_confidence (default: the threshold the "
+        "export resolved into model.json, else 0.5)",
     )
     parser.add_argument("--out", help="also write the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -44,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         predictor = load_predictor(args.model, args.threads)
+        threshold = predictor.threshold if args.threshold is None else args.threshold
         for frame in image_frames(list_images(args.input), predictor):
-            record = predict_frame(predictor, frame, args.threshold)
+            record = predict_frame(predictor, frame, threshold)
             print(json.dumps(record), flush=True)
             records.append(record)
     except UserError as exc:

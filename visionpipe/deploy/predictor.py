@@ -24,7 +24,7 @@ from visionpipe.core import runtimes
 from visionpipe.core.errors import DataError, UserError, first_line
 from visionpipe.core.images import IMAGE_EXTENSIONS, decode_image, decode_scaled_array, fit_scale
 from visionpipe.core.runtimes import SIDECAR, onnx_input_size, onnx_session
-from visionpipe.deploy.decode import DECODERS
+from visionpipe.deploy.decode import DECODERS, DEFAULT_THRESHOLD, model_threshold
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
@@ -87,6 +87,14 @@ class Predictor:
     @property
     def detector(self) -> bool:
         return self.task == "detection"
+
+    @property
+    def threshold(self) -> float:
+        """Confidence below which a prediction is flagged low: model.json's resolved
+        ``threshold`` (a target such as "flag the least confident 10%", resolved on the
+        validation split), else :data:`DEFAULT_THRESHOLD`."""
+        found = model_threshold(self.meta)
+        return DEFAULT_THRESHOLD if found is None else found
 
     def decode(self, outputs: Any, scale: float = 1.0) -> list[dict[str, Any]]:
         return DECODERS[self.task](outputs, self.meta, scale)

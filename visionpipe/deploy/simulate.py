@@ -33,6 +33,8 @@ from visionpipe.core.io import write_json
 from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import SIDECAR
 from visionpipe.core.stage import setup_logging
+from visionpipe.core.thresholds import is_target
+from visionpipe.deploy.decode import model_threshold
 from visionpipe.deploy.drift import DriftMonitor, Reference, image_features, spread_sample
 from visionpipe.deploy.predictor import (
     Frame,
@@ -216,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("frames", help="a folder of images (name order), a manifest CSV or a video")
     parser.add_argument("--root", default=".", help="folder a manifest's paths are relative to")
     parser.add_argument("--interval-ms", type=float, default=250.0)
-    parser.add_argument("--threshold", type=float, default=0.55)
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="confidence below this is flagged low (default: the threshold the export "
+        "resolved into model.json, else 0.5)",
+    )
     parser.add_argument("--max-frames", type=int, default=0, help="0: all frames")
     parser.add_argument(
         "--csv", default="simulate_log.csv", help="CSV the frames are appended to (%(default)s)"
@@ -244,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.drift_tolerance <= 0 or not 0 < args.low_share_tolerance <= 1:
             raise UserError("--drift-tolerance: > 0; --low-share-tolerance: in (0, 1]")
         predictor = load_predictor(args.model, args.threads)
+        threshold = predictor.threshold if args.threshold is None else args.threshold
         monitor = None
         if args.reference:
             monitor = drift_monitor(
@@ -251,16 +259,15 @@ def main(argv: list[str] | None = None) -> int:
                 args.reference,
                 args.root,
                 args.reference_frames,
-                args.threshold,
+                threshold,
                 args.drift_window,
                 args.drift_tolerance,
                 args.low_share_tolerance,
             )
         frames = open_frames(args.frames, predictor, root=args.root)
         frames = itertools.islice(frames, args.max_frames or None)
-        csv_path, threshold = Path(args.csv), args.threshold
         summary = simulate(
-            predictor, frames, args.interval_ms, threshold, csv_path, monitor=monitor
+            predictor, frames, args.interval_ms, threshold, Path(args.csv), monitor=monitor
         )
         write_json(args.summary, summary)
     except UserError as exc:
@@ -287,6 +294,20 @@ HEADLINE = (
 )
 
 
+def stage_threshold(predictor: Predictor, configured: Any) -> float:
+    """The threshold the export stage resolved from ``simulate.threshold`` into model.json;
+    a model without one (regression has no confidence) uses the configured number."""
+    resolved = model_threshold(predictor.meta)
+    if resolved is not None:
+        return resolved
+    if is_target(configured):
+        raise UserError(
+            f"{predictor.path}: {SIDECAR} has no resolved threshold for the target "
+            f"simulate.threshold {configured}; rerun the export stage"
+        )
+    return float(configured)
+
+
 def stage(params: Any, args: argparse.Namespace) -> None:
     """The simulate stage: the conveyor loop over ``simulate.max_frames`` test frames spread
     over the split, with the exported model (the TorchScript file when ONNX could not be
@@ -302,6 +323,7 @@ def stage(params: Any, args: argparse.Namespace) -> None:
             log.warning("%s: not exported; the conveyor runs %s", model, files["torchscript"])
             model = model.parent / files["torchscript"]
     predictor = load_predictor(model, threads, expect_task=params.base.task)
+    threshold = stage_threshold(predictor, cfg.threshold)
     monitor, off = None, {"enabled": False, "reason": "simulate.drift_reference_frames: 0"}
     if cfg.drift_reference_frames and args.reference:
         try:
@@ -310,7 +332,7 @@ def stage(params: Any, args: argparse.Namespace) -> None:
                 args.reference,
                 params.data.path,
                 cfg.drift_reference_frames,
-                cfg.threshold,
+                threshold,
                 cfg.drift_window,
                 cfg.drift_image_tolerance,
                 cfg.drift_low_share_tolerance,
@@ -323,7 +345,7 @@ def stage(params: Any, args: argparse.Namespace) -> None:
     frames = image_frames(paths, predictor)
     csv_path = Path(args.csv)
     csv_path.unlink(missing_ok=True)  # the stage's log is this run's frames only
-    summary = simulate(predictor, frames, cfg.interval_ms, cfg.threshold, csv_path, monitor=monitor)
+    summary = simulate(predictor, frames, cfg.interval_ms, threshold, csv_path, monitor=monitor)
     if summary["interrupted"]:  # a partial loop is no result: the stage ends as interrupted
         raise KeyboardInterrupt
     headline = {k: summary[k] for k in HEADLINE}

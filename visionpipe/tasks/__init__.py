@@ -29,6 +29,7 @@ STAGE_MODULES = {
     "train": "train",
     "evaluate": "evaluate",
     "export": "export",
+    "suspects": "suspects",
 }
 
 
@@ -40,6 +41,7 @@ STAGE_PARTS = {
     "train": ("model", "train.py"),
     "evaluate": ("model", "evaluate.py"),
     "export": ("model", "export.py"),
+    "suspects": ("suspects.py",),
 }
 
 
@@ -78,7 +80,8 @@ def get_task(name: str) -> TaskModel:
 
 
 def stage_function(name: str, stage: str) -> Callable[[Any, argparse.Namespace], None]:
-    """Task ``name``'s ``train``, ``evaluate`` or ``export`` stage: ``fn(params, args)``."""
+    """Task ``name``'s ``train``, ``evaluate``, ``export`` or ``suspects`` stage:
+    ``fn(params, args)``."""
     return getattr(_part(name, STAGE_MODULES[stage]), stage)
 
 

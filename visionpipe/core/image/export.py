@@ -32,6 +32,7 @@ from visionpipe.core.runtimes import (
     run_onnx,
     run_torchscript,
 )
+from visionpipe.core.thresholds import resolve_threshold
 from visionpipe.core.timing import WARMUP, latency, tile_batch
 
 log = logging.getLogger("visionpipe.export")
@@ -103,7 +104,11 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
         results[fmt] = {**parity, "size_mb": round(path.stat().st_size / 2**20, 3)}
         log.info("%s: %s", fmt, results[fmt])
     # written once every format passed: without it, no consumer loads the files
-    write_json(out / SIDECAR, sidecar(meta, files, task.output_description()))
+    model_json = sidecar(meta, files, task.output_description())
+    threshold = resolve_on_val(task, params, args.splits, meta, runners["onnx"])
+    if threshold is not None:
+        model_json["threshold"] = results["threshold"] = threshold
+    write_json(out / SIDECAR, model_json)
 
     if "onnx_int8" in files:
         targets = task.targets(test_m, meta["labels"])
@@ -142,6 +147,30 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     write_json(args.metrics, headline(results))
 
 
+def resolve_on_val(
+    task: ImageTask,
+    params: Params,
+    splits: str | Path,
+    meta: dict[str, Any],
+    run: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, Any] | None:
+    """``simulate.threshold`` resolved on the validation split with the exported ONNX
+    model's calibrated confidences (what predict and simulate will see); None for a task
+    whose predictions carry no confidence."""
+    val_m = read_split(splits, "val")
+    outputs = torch.zeros(0, len(meta["labels"]))  # no val images: resolved on none (0.5)
+    if len(val_m):
+        paths, size = val_m["path"].tolist(), meta["image_size"]
+        val_x = cached_images(Path(params.data.path), paths, size, desc="decoding val").float()
+        outputs = onnx_export.run_batched(run, val_x)
+    found = task.confidences(outputs, task.targets(val_m, meta["labels"]))
+    if found is None:
+        return None
+    resolved = resolve_threshold(params.simulate.threshold, *found, unit="images")
+    log.info("low-confidence threshold: %s", resolved)
+    return resolved
+
+
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     """What ``dvc metrics show`` compares: parity per format, the INT8 accuracy change and the
     batch-1 latency per runtime (sizes, INT8 parity, p95s and batch-N latencies stay in
@@ -158,6 +187,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         for name, value in latency.items()
         if name.endswith("_batch_1")
     }
+    if "threshold" in results:  # what a swept simulate.threshold target resolved to
+        out["low_confidence_threshold"] = results["threshold"]["value"]
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -66,6 +67,14 @@ class ImageTask(TaskModel):
     def output_description(self) -> dict[str, Any]:
         """What the model's raw output means (``meaning`` and what maps it to a prediction),
         for the exported model's JSON."""
+
+    def confidences(
+        self, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per image, the confidence a deployed model reports and whether its prediction is
+        right (what a low-confidence threshold target is resolved on); None for a task
+        whose predictions carry no confidence."""
+        return None
 
     @abstractmethod
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -45,9 +46,13 @@ from visionpipe.core.runtimes import (
     run_onnx_detector,
     run_torchscript_detector,
 )
+from visionpipe.core.thresholds import resolve_threshold
 from visionpipe.core.timing import WARMUP, latency
-from visionpipe.tasks.detection.model import load_detector, test_set
+from visionpipe.tasks.detection.model import load_detector, split_set, test_set
+from visionpipe.tasks.detection.model.dataset import to_coco_results
 from visionpipe.tasks.detection.model.detector import StateRoIHeads
+from visionpipe.tasks.detection.model.hooks import predict
+from visionpipe.tasks.detection.model.metrics import match_detections
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +307,9 @@ def export(params: Params, args: argparse.Namespace) -> None:
         else:
             log.info("%s: %s", fmt, results[fmt])
     exported = {fmt: path for fmt, path in files.items() if path.is_file()}
-    write_json(out / SIDECAR, sidecar(meta, exported, tuple(example.shape[-2:])))
+    model_json = sidecar(meta, exported, tuple(example.shape[-2:]))
+    model_json["threshold"] = results["threshold"] = resolve_on_val(model, params, args, meta)
+    write_json(out / SIDECAR, model_json)
 
     rows = []
     for fmt, fn in runners.items():
@@ -322,6 +329,39 @@ def export(params: Params, args: argparse.Namespace) -> None:
     write_json(args.metrics, headline(results))
 
 
+def val_confidences(
+    model: nn.Module, params: Params, splits: str | Path, meta: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per detection kept on the validation split: the confidence predict reports (the box
+    score, or the lower of it and the state's probability) and whether it is right (matched
+    to a box of its part at the training run's ``detection.iou_threshold``, with its state)."""
+    gt = read_split_coco(Path(splits), "val")
+    if not gt["images"]:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    data = split_set(params, meta, gt, "val")
+    outputs = predict(model, data, params.train.batch_size, torch.device("cpu"))
+    records = to_coco_results(outputs, data.image_ids, data.scales, gt, meta["states"])
+    iou = float(meta.get("iou_threshold", 0.5))  # a checkpoint from before it was recorded
+    matches = match_detections(gt, records, iou, float(meta["score_threshold"]))
+    kept = matches[matches["det_index"] >= 0]
+    confidence = kept["score"].to_numpy(dtype=np.float64)
+    correct = (kept["part_true"] == kept["part_pred"]).to_numpy()
+    if meta["states"]:
+        confidence = np.minimum(confidence, kept["state_score"].to_numpy(dtype=np.float64))
+        correct = correct & (kept["state_true"] == kept["state_pred"]).to_numpy()
+    return confidence, correct
+
+
+def resolve_on_val(
+    model: nn.Module, params: Params, args: argparse.Namespace, meta: dict
+) -> dict[str, Any]:
+    """``simulate.threshold`` resolved on the validation split's detections."""
+    found = val_confidences(model, params, args.splits, meta)
+    resolved = resolve_threshold(params.simulate.threshold, *found, unit="detections")
+    log.info("low-confidence threshold: %s", resolved)
+    return resolved
+
+
 #: the parity figures ``dvc metrics show`` compares (the rest is in details.json)
 HEADLINE_PARITY = ("count_mismatches", "max_box_abs_diff", "max_score_abs_diff", "state_agreement")
 
@@ -338,4 +378,6 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         name.removesuffix("_batch_1"): value["median_ms"]
         for name, value in results["latency"]["ms_per_sample"].items()
     }
+    if "threshold" in results:  # what a swept simulate.threshold target resolved to
+        out["low_confidence_threshold"] = results["threshold"]["value"]
     return out

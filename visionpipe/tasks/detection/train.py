@@ -94,6 +94,8 @@ def train(params: Params, args: argparse.Namespace) -> None:
             "max_size": cfg.max_size,
             "trainable_layers": t.trainable_layers,
             "score_threshold": cfg.score_threshold,
+            # what a detection must overlap to count as right (export resolves thresholds by it)
+            "iou_threshold": cfg.iou_threshold,
             "input": (
                 "list of RGB float images 3 x H x W, 0..255 (normalization is inside the model)"
             ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
@@ -111,6 +112,13 @@ class ClassificationTask(ImageTask):
             "probabilities, calibrated on the validation split",
             "temperature": self.temperature,
         }
+
+    def confidences(
+        self, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The calibrated top-class probability, as predict reports it, and argmax == label."""
+        probs = softmax(outputs, self.temperature)
+        return probs.max(1), probs.argmax(1) == targets.numpy()
 
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         return {

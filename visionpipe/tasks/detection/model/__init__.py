@@ -40,16 +40,21 @@ def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return detector_from_checkpoint(state_dict, meta).eval(), meta
 
 
-def test_set(params: Any, meta: dict, gt: dict) -> DetectionSet:
-    """The test split decoded at the size the model was trained at."""
+def split_set(params: Any, meta: dict, gt: dict, name: str = "test") -> DetectionSet:
+    """One split (``gt``: its COCO) decoded at the size the model was trained at."""
     return load_split(
         Path(params.data.path),
         gt,
         meta["states"],
         meta["min_size"],
         meta["max_size"],
-        desc="decoding test",
+        desc=f"decoding {name}",
     )
+
+
+def test_set(params: Any, meta: dict, gt: dict) -> DetectionSet:
+    """The test split decoded at the size the model was trained at."""
+    return split_set(params, meta, gt, "test")
 
 
 TASK = DetectionTask

@@ -1,0 +1,84 @@
+"""Detection's suspects stage: the state of every annotated box (a plain detector: its part),
+checked by confident learning on crops of the boxes (visionpipe.core.suspects).
+
+Each box is cropped from its image with a margin, so the features see the part and a little
+of what surrounds it, and resized to ``suspects.image_size``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from visionpipe.core.coco import part_names, read_split_coco
+from visionpipe.core.images import open_rgb
+from visionpipe.core.manifests import SPLITS
+from visionpipe.core.params import Params
+from visionpipe.core.suspects import LabelledItems, find_suspects
+
+#: the share of a box's size added on each side of its crop
+MARGIN = 0.1
+
+
+def crop(image: Image.Image, bbox: list[float], size: int) -> np.ndarray:
+    """``bbox`` (x, y, w, h) with :data:`MARGIN` around it, clipped to the image, as a
+    ``3 x size x size`` uint8 array."""
+    x, y, w, h = (float(v) for v in bbox)
+    dx, dy = MARGIN * w, MARGIN * h
+    box = (
+        max(0.0, x - dx),
+        max(0.0, y - dy),
+        min(float(image.width), x + w + dx),
+        min(float(image.height), y + h + dy),
+    )
+    if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # a degenerate box: its centre pixel
+        cx, cy = min(x, image.width - 1), min(y, image.height - 1)
+        box = (cx, cy, cx + 1, cy + 1)
+    part = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(part, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def box_items(root: Path, splits: Path, size: int) -> tuple[LabelledItems, list[str]]:
+    """Every annotated box of every split, its crop and its state (or, without states, its
+    part); and the states (``[]`` for a plain detector)."""
+    rows, crops, states = [], [], []
+    for name in SPLITS:
+        coco = read_split_coco(splits, name)
+        states = [str(s) for s in coco.get("states", [])]
+        parts = dict(
+            zip(sorted(c["id"] for c in coco["categories"]), part_names(coco), strict=True)
+        )
+        by_image: dict[int, list[dict]] = {}
+        for ann in coco["annotations"]:
+            by_image.setdefault(int(ann["image_id"]), []).append(ann)
+        for image in tqdm(coco["images"], desc=f"cropping {name}", unit="img"):
+            anns = by_image.get(int(image["id"]), [])
+            if not anns:
+                continue
+            decoded = open_rgb(root / image["file_name"])
+            for ann in anns:
+                part = parts[int(ann["category_id"])]
+                label = ann["attributes"]["state"] if states else part
+                x, y, w, h = (round(float(v)) for v in ann["bbox"])
+                rows.append(
+                    {
+                        "path": image["file_name"],
+                        "split": name,
+                        "item": f"{part} box {x},{y},{w},{h} (annotation {ann['id']})",
+                        "label": states[label] if isinstance(label, int) else str(label),
+                    }
+                )
+                crops.append(torch.from_numpy(crop(decoded, ann["bbox"], size)))
+    images = torch.stack(crops) if crops else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    kind = "state" if states else "part"
+    return LabelledItems(pd.DataFrame(rows), images, "class", kind), states
+
+
+def suspects(params: Params, args: argparse.Namespace) -> None:
+    items, states = box_items(Path(params.data.path), Path(args.splits), params.suspects.image_size)
+    find_suspects(items, params, args, {"boxes_of": "states" if states else "parts"})
