@@ -47,12 +47,12 @@ def test_a_calibrated_model_keeps_a_temperature_near_one():
 def test_a_temperature_that_raises_the_val_ece_is_not_applied(monkeypatch):
     """Calibrated logits, and a fitted temperature (forced here) that would flatten them: the
     classifier keeps temperature 1 and records what it rejected."""
-    import visionpipe.tasks.classification.model as classification_model
+    import visionpipe.core.calibration as calibration_module
 
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 2.0, size=(2000, 4))
     labels = np.array([rng.choice(4, p=p) for p in softmax(logits)])
-    monkeypatch.setattr(classification_model, "fit_temperature", lambda *_: 4.0)
+    monkeypatch.setattr(calibration_module, "fit_temperature", lambda *_: 4.0)
     meta = ClassificationTask().calibrate(torch.tensor(logits), torch.tensor(labels))
     calibration = meta["calibration"]
     assert calibration["val_ece_with_fitted"] > calibration["val_ece_before"]

@@ -236,7 +236,8 @@ def test_cached_imagenet_backbone_is_used_when_coco_weights_are_missing(offline)
 def test_cached_coco_detector_is_used_with_a_new_box_predictor(offline):
     torch.manual_seed(2)
     coco = build_detector("mobilenet_v3_large_fpn", 90, 3, False, 128, 160, frozen_norm=True)
-    state = {k: v for k, v in coco.model.state_dict().items() if ".state_predictor." not in k}
+    # torchvision's COCO weights: no state head, no state temperature
+    state = {k: v for k, v in coco.model.state_dict().items() if ".state_" not in k}
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(state, cache / "fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth")
@@ -276,3 +277,52 @@ def test_checkpoint_round_trip_keeps_frozen_norm_and_outputs(offline):
     assert not uses_frozen_norm(tiny().model.state_dict())
     with pytest.raises(UserError, match="meta lacks num_states"):
         detector_from_checkpoint(state, {k: v for k, v in meta.items() if k != "num_states"})
+
+
+def _split_of(images, targets):
+    from visionpipe.tasks.detection.model.dataset import DetectionSet
+
+    n = len(images)
+    return DetectionSet(images, targets, list(range(n)), [1.0] * n, [f"{i}.png" for i in range(n)])
+
+
+def test_state_temperature_divides_the_state_logits_and_travels_in_the_checkpoint():
+    from visionpipe.tasks.detection.model.state_calibration import box_state_logits
+
+    model = tiny(box_score_thresh=0.0, box_detections_per_img=10).model.eval()
+    images, targets = batch()
+    logits, states = box_state_logits(model, _split_of(images, targets), 1, torch.device("cpu"))
+    assert logits.shape == (5, 3) and states.tolist() == [0, 2, 1, 1, 0]
+    with torch.no_grad():
+        before = model(images[:1])[0]
+        model.roi_heads.state_temperature.fill_(4.0)
+        after = model(images[:1])[0]
+    assert torch.equal(before["states"], after["states"])  # the argmax never moves
+    assert (after["state_scores"] <= before["state_scores"] + 1e-6).all()  # T > 1 softens
+    assert after["state_scores"].min() < before["state_scores"].min()
+    meta = {"arch": LITE0_ARCH, "num_parts": 2, "num_states": 3, "min_size": 128, "max_size": 160}
+    state = model.state_dict()
+    assert float(detector_from_checkpoint(state, meta).roi_heads.state_temperature) == 4.0
+    older = {k: v for k, v in state.items() if k != "roi_heads.state_temperature"}
+    assert float(detector_from_checkpoint(older, meta).roi_heads.state_temperature) == 1.0
+
+
+def test_calibrate_states_fits_on_val_boxes_and_applies_only_what_helps(monkeypatch):
+    import visionpipe.core.calibration as calibration
+    from visionpipe.tasks.detection.model.state_calibration import calibrate_states
+
+    model = tiny().model.eval()
+    images, targets = batch()
+    val = _split_of(images, targets)
+    found = calibrate_states(model, val, 2, torch.device("cpu"))
+    fit = found["state_calibration"]
+    assert fit["val_boxes"] == 5 and found["state_temperature"] == float(
+        model.roi_heads.state_temperature
+    )
+    assert found["state_temperature"] == (fit["fitted_temperature"] if fit["applied"] else 1.0)
+    monkeypatch.setattr(calibration, "fit_temperature", lambda *_: 20.0)  # at its bound
+    again = calibrate_states(model, val, 2, torch.device("cpu"))
+    assert again["state_temperature"] == 1.0 and not again["state_calibration"]["applied"]
+    assert float(model.roi_heads.state_temperature) == 1.0
+    plain = build_detector(LITE0_ARCH, 2, 0, False, 128, 160).model
+    assert calibrate_states(plain, val, 2, torch.device("cpu")) == {}

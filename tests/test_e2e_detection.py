@@ -35,6 +35,8 @@ def test_detection_runs_through_the_same_stages(detection_repo):
         "figures/eda/samples.png",
         "figures/evaluate/precision_recall.png",
         "figures/evaluate/state_confusion.png",
+        "figures/evaluate/state_reliability.png",
+        "results/evaluate/tables/state_reliability.csv",
         "results/evaluate/tables/detections.json",
         "results/evaluate/tables/per_part_ap.csv",
         "results/simulate/log.csv",
@@ -52,9 +54,18 @@ def test_detection_runs_through_the_same_stages(detection_repo):
     assert details["counts"]["test_images"] == len(test_coco["images"])
     assert details["counts"]["ground_truth_boxes"] == len(test_coco["annotations"])
     assert details["inference"]["latency"]["batch_1"]["median_ms"] > 0
+    # the state head's temperature, fitted on val's boxes, and its ECE on test's
+    calibration = details["state_calibration"]
+    assert 0 <= ev["state_ece"] == calibration["ece_after"] <= 1
+    assert (
+        calibration["boxes"] == len(test_coco["annotations"]) and "val_boxes" in calibration["fit"]
+    )
+    curves = pd.read_csv(repo / "results/evaluate/curves.csv")
+    assert set(curves["curve"]) == {"precision_recall", "reliability"}
     tr = files["results/train/metrics.json"]["data"]
     assert tr["epochs_run"] == 1 and "val_map" in tr["best"]  # -S train.epochs applies here too
     _, meta = read_checkpoint(repo / "models/model.pt")
+    assert meta["state_temperature"] == calibration["temperature"] > 0
     assert "Lite0" in meta["initial_weights"] and meta["arch"] == "efficientnet_lite0_fpn"
     losses = {"loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
     history = meta["history"][0]
@@ -150,7 +161,7 @@ def test_a_plain_detector_without_states(detection_repo, tmp_path):
     assert not any("state" in key for key in meta["history"][0])
     files = dvc_json(repo, "metrics", "show")[""]["data"]
     ev = files["results/evaluate/metrics.json"]["data"]
-    assert "state_accuracy" not in ev and 0.0 <= ev["map_50"] <= 1.0
+    assert "state_accuracy" not in ev and "state_ece" not in ev and 0.0 <= ev["map_50"] <= 1.0
     details = json.loads((repo / "results/evaluate/tables/details.json").read_text())
     assert "state_confusion" not in details and "per_state_recall" not in details
     predictions = pd.read_csv(repo / "results/evaluate/predictions.csv", keep_default_na=False)

@@ -85,10 +85,24 @@ def test_planted_regression_errors_are_found():
 
 
 def test_one_class_or_no_items_is_one_line():
-    with pytest.raises(UserError, match="one grade"):
+    with pytest.raises(suspects.TooFewLabels, match="fewer than two grade values"):
         suspects.rank_suspects(_items(["a"] * 10), np.zeros((10, 3)), 5, 0)
-    with pytest.raises(UserError, match="no labelled items"):
+    with pytest.raises(suspects.TooFewLabels, match="no labelled items"):
         suspects.rank_suspects(_items([]), np.zeros((0, 3)), 5, 0)
+    with pytest.raises(suspects.TooFewLabels, match="fewer than twice suspects.folds"):
+        suspects.rank_suspects(_items(list(np.arange(6.0)), kind="value"), np.zeros((6, 3)), 5, 0)
+    assert issubclass(suspects.TooFewLabels, UserError)
+
+
+def test_a_class_with_fewer_items_than_folds_is_left_unranked():
+    features, labels, _ = _clusters(per_class=30, seed=2)
+    names = np.array(["a", "b", "c"])[labels].tolist() + ["rare", "rare"]
+    features = np.vstack([features, features[:2]])
+    ranked, summary = suspects.rank_suspects(_items(names), features, 5, 0)
+    assert summary["unscored"] == {"fewer_items_than_folds": {"rare": 2}}
+    assert summary["ranked"] == 90 and summary["items"] == 92
+    assert "rare" not in set(ranked["given"]) | set(ranked["suggested"])
+    assert (ranked["position"] < 90).all()
 
 
 def _colour_dataset(root, per_class: int = 12):

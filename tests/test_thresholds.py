@@ -41,6 +41,9 @@ def test_threshold_forms(given, expected):
         ({"precision": 0}, "0 < x <= 1"),
         ({"flag_share": 0.1, "precision": 0.9}, "one target"),
         ("auto", "expected a confidence"),
+        ({"flag_share": "0.1"}, "expected a number"),
+        ({"precision": None}, "expected a number"),
+        ({"flag_share": [1]}, "expected a number"),
     ],
 )
 def test_threshold_refused_in_one_line(given, message):
@@ -62,6 +65,13 @@ def test_flag_share_flags_that_share_of_val():
     assert found["target"] == {"flag_share": 0.1} and found["reached"]
     assert found["resolved_on"]["flagged_share"] == pytest.approx(0.1, abs=0.002)
     assert (confidence < found["value"]).mean() == pytest.approx(0.1, abs=0.002)
+
+
+@pytest.mark.parametrize("share", [0.29, 0.57, 0.58, 0.1])
+def test_flag_share_flags_exactly_that_many(share):
+    confidence = np.arange(100) / 100 + 0.001  # 100 distinct confidences
+    found = resolve_threshold({"flag_share": share}, confidence, np.ones(100, bool), "images")
+    assert (np.round(confidence, 6) < found["value"]).sum() == round(share * 100)
 
 
 def test_precision_target_is_the_lowest_threshold_that_holds():
@@ -89,7 +99,7 @@ def test_precision_cuts_only_between_distinct_confidences():
 def test_unreachable_precision_flags_everything(caplog):
     confidence = np.array([0.9, 0.7, 0.6])
     found = resolve_threshold({"precision": 1.0}, confidence, np.zeros(3, bool), "detections")
-    assert not found["reached"] and found["value"] > 0.9
+    assert not found["reached"] and found["value"] > 1.0  # flags any confidence, on test too
     assert found["resolved_on"]["flagged_share"] == 1.0
     assert "not reached on 3 validation detections" in caplog.text
 

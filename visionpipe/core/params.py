@@ -294,8 +294,8 @@ def _check_threshold(key: str, value: Any) -> float | dict[str, float]:
         if name not in TARGETS:
             raise ParamsError(f"{key}.{name}: unknown target; use flag_share or precision")
         number = isinstance(target, int | float) and not isinstance(target, bool)
-        upper_ok = target < 1.0 if name == "flag_share" else target <= 1.0
-        if not number or not math.isfinite(target) or not target > 0.0 or not upper_ok:
+        upper = 1.0 if name == "precision" else math.nextafter(1.0, 0.0)
+        if not number or not math.isfinite(target) or not 0.0 < target <= upper:
             allowed = "0 < x < 1" if name == "flag_share" else "0 < x <= 1"
             raise ParamsError(f"{key}.{name}: expected a number with {allowed}, got {target!r}")
         return {name: float(target)}

@@ -197,3 +197,19 @@ def plot_image_grid(
         ax.set_title(textwrap.fill(caption, 26), fontsize=7)
     fig.suptitle(title, fontsize=10)
     save_figure(path, fig)
+
+
+def plot_reliability(rows: pd.DataFrame, report: dict, path: Path, title: str) -> None:
+    """The reliability diagram of :func:`visionpipe.core.calibration.calibration_report`:
+    accuracy against mean confidence per bin, before and after the temperature, ECE in the
+    legend."""
+    plot_curves(
+        rows.rename(columns={"confidence": "mean confidence"}),
+        "mean confidence",
+        "accuracy",
+        {"uncalibrated": report["ece_before"], "calibrated": report["ece_after"]},
+        "ECE",
+        path,
+        title,
+        chance_diagonal="perfect calibration",
+    )

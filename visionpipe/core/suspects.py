@@ -62,27 +62,22 @@ def embed(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) ->
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 0))
 
 
-def _folds(labels: np.ndarray, folds: int, seed: int, stratified: bool) -> Any:
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    if not stratified:
-        return KFold(folds, shuffle=True, random_state=seed)
-    smallest = int(np.bincount(labels).min())
-    return StratifiedKFold(max(2, min(folds, smallest)), shuffle=True, random_state=seed)
+class TooFewLabels(UserError):
+    """Not enough labelled items to rank: the stage says why and writes empty outputs."""
 
 
 def out_of_sample_probs(
     features: np.ndarray, labels: np.ndarray, folds: int, seed: int
 ) -> np.ndarray:
     """Class probabilities for every item from a logistic regression fitted on the other
-    folds (stratified; fewer folds when a class has fewer items than ``folds``)."""
+    folds (stratified: every class needs at least ``folds`` items)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    cv = _folds(labels, folds, seed, stratified=True)
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     return cross_val_predict(classifier, features, labels, cv=cv, method="predict_proba")
 
 
@@ -92,7 +87,8 @@ def class_suspects(labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    issues = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+    # n_jobs=1: no worker processes forked from a process that holds torch's threads
+    issues = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     return pd.DataFrame(
         {
             "score": get_label_quality_scores(labels, probs),
@@ -144,33 +140,48 @@ def rank_suspects(
         "folds": folds,
     }
     if not len(table):
-        raise UserError(f"suspects: no labelled items ({items.label_name}) in the splits")
+        raise TooFewLabels(f"suspects: no labelled items ({items.label_name}) in the splits")
+    table["position"] = np.arange(len(table))  # the item's row in ``items.images``
     if items.kind == "class":
-        names = sorted(table["label"].astype(str).unique())
+        counts = table["label"].astype(str).value_counts()
+        names = sorted(counts[counts >= folds].index)  # a class needs an item in every fold
+        unscored = {str(k): int(v) for k, v in counts[counts < folds].items()}
+        if unscored:
+            summary["unscored"] = {"fewer_items_than_folds": unscored}
+            log.warning("suspects: not ranked, fewer than %d items: %s", folds, unscored)
         if len(names) < 2:
-            raise UserError(f"suspects: one {items.label_name} ({names}) only; nothing to confuse")
+            raise TooFewLabels(
+                f"suspects: fewer than two {items.label_name} values with at least "
+                f"suspects.folds ({folds}) items each ({dict(counts)}); nothing to rank"
+            )
+        table = table[table["label"].astype(str).isin(names)].reset_index(drop=True)
         index = {name: i for i, name in enumerate(names)}
         labels = table["label"].astype(str).map(index).to_numpy()
-        probs = out_of_sample_probs(features, labels, folds, seed)
+        probs = out_of_sample_probs(features[table["position"].to_numpy()], labels, folds, seed)
         found = class_suspects(labels, probs)
         found["suggested"] = [names[i] for i in found["suggested"]]
         summary["out_of_sample_accuracy"] = round(float((probs.argmax(1) == labels).mean()), 4)
     else:
+        if len(table) < 2 * folds:
+            raise TooFewLabels(
+                f"suspects: {len(table)} items, fewer than twice suspects.folds ({folds})"
+            )
         values = pd.to_numeric(table["label"]).to_numpy(dtype=np.float64)
         found = value_suspects(features, values, folds, seed)
         residual = found["suggested"].to_numpy() - values
         summary["out_of_sample_rmse"] = round(float(np.sqrt(np.mean(residual**2))), 6)
+    summary["ranked"] = len(table)
     ranked = pd.concat([table, found], axis=1)
-    ranked["position"] = np.arange(len(ranked))  # the item's row in ``items.images``
     ranked = ranked[ranked["is_issue"]].sort_values("score", kind="stable")
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     ranked = ranked.rename(columns={"label": "given"})
     summary["label_issues"] = int(len(ranked))
     summary["label_issue_share"] = round(len(ranked) / max(len(table), 1), 4)
     summary["per_split"] = {str(k): int(v) for k, v in ranked["split"].value_counts().items()}
-    summary["per_given_label"] = {
-        str(k): int(v) for k, v in ranked["given"].astype(str).value_counts().items()
-    }
+    if items.kind == "class":  # a regression target is a number: no count per value
+        summary["per_given_label"] = {
+            str(k): int(v) for k, v in ranked["given"].astype(str).value_counts().items()
+        }
     return ranked[[*COLUMNS, "position"]].reset_index(drop=True), summary
 
 
@@ -226,11 +237,11 @@ def write_suspects(
     write_json(out / "summary.json", headline(summary))
     draw_suspects(items, ranked, figures / "top_suspects.png", cfg.top)
     log.info(
-        "%d of %d %s labels are suspects (%s)",
+        "%d of %d %s labels are suspects %s",
         summary["label_issues"],
-        summary["items"],
+        summary["ranked"],
         items.label_name,
-        summary["per_given_label"],
+        summary.get("per_given_label", ""),
     )
     return summary
 
@@ -285,18 +296,27 @@ def find_suspects(
     cfg = params.suspects
     set_threads(params.train.num_threads)
     torch.manual_seed(params.base.seed)
-    model, source = feature_extractor(cfg.arch, cfg.weights)
+    try:
+        model, source = feature_extractor(cfg.arch, cfg.weights)
+    except UserError as exc:  # the weights' messages name the model section's keys
+        text = str(exc).replace("model.weights", "suspects.weights")
+        raise UserError(text.replace("model.pretrained", "suspects.arch")) from None
     log.info(
         "features: %s (%s) at %d px, %d items", cfg.arch, source, cfg.image_size, len(items.table)
     )
     features = embed(model, items.images)
     info = {"features": {"arch": cfg.arch, "weights": source, "image_size": cfg.image_size}}
-    return write_suspects(
-        items,
-        features,
-        cfg,
-        params.base.seed,
-        Path(args.out),
-        Path(args.figures),
-        {**info, **(extra or {})},
-    )
+    try:
+        return write_suspects(
+            items,
+            features,
+            cfg,
+            params.base.seed,
+            Path(args.out),
+            Path(args.figures),
+            {**info, **(extra or {})},
+        )
+    except TooFewLabels as exc:  # a tiny or one-label dataset: the pipeline goes on
+        log.warning("%s", exc)
+        off(Path(args.out), Path(args.figures), str(exc))
+        return {"enabled": False, "reason": str(exc)}

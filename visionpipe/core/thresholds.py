@@ -4,8 +4,10 @@ A raw number (``simulate.threshold: 0.55``) says nothing about what it does to a
 target does: ``{flag_share: 0.1}`` flags the least confident tenth of the validation
 predictions, ``{precision: 0.95}`` flags as few as it can while the predictions it accepts are
 right at least 95% of the time on validation. The export stage resolves it on the validation
-split (never on test) with the exported model's own, calibrated, confidences and writes the
-value and what it was resolved from into model.json, which predict and simulate read.
+split (never on test) with the model's calibrated confidences (a classifier's from its fp32
+ONNX file; a detector's from the PyTorch model, which the parity check ties to its exported
+files) and writes the value and what it was resolved from into model.json, which predict and
+simulate read.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _accepted(confidence: np.ndarray, correct: np.ndarray, value: float) -> dict
 def _flag_share_value(confidence: np.ndarray, share: float) -> float:
     """The confidence below which ``share`` of the predictions lie (ties flag fewer)."""
     ordered = np.sort(confidence)
-    return float(ordered[min(int(math.floor(share * len(ordered))), len(ordered) - 1)])
+    flagged = int(math.floor(share * len(ordered) + 1e-9))  # 0.29 * 100 is 28.999...
+    return float(ordered[min(flagged, len(ordered) - 1)])
 
 
 def _precision_value(confidence: np.ndarray, correct: np.ndarray, precision: float) -> float | None:
@@ -77,7 +80,8 @@ def resolve_threshold(
     else:
         found = _precision_value(confidence, correct, spec["precision"])
         reached = found is not None
-        value = found if found is not None else float(np.nextafter(confidence.max(), np.inf))
+        # unreached: above any confidence (at most 1), so every prediction is flagged
+        value = found if found is not None else float(np.nextafter(1.0, 2.0))
     if not reached:
         log.warning(
             "threshold target %s is not reached on %d validation %s: %s",

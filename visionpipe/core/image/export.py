@@ -157,6 +157,8 @@ def resolve_on_val(
     """``simulate.threshold`` resolved on the validation split with the exported ONNX
     model's calibrated confidences (what predict and simulate will see); None for a task
     whose predictions carry no confidence."""
+    if not task.reports_confidence:
+        return None
     val_m = read_split(splits, "val")
     outputs = torch.zeros(0, len(meta["labels"]))  # no val images: resolved on none (0.5)
     if len(val_m):

@@ -68,6 +68,9 @@ class ImageTask(TaskModel):
         """What the model's raw output means (``meaning`` and what maps it to a prediction),
         for the exported model's JSON."""
 
+    #: whether a prediction carries a confidence (what a threshold target is resolved on)
+    reports_confidence = False
+
     def confidences(
         self, outputs: torch.Tensor, targets: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray] | None:

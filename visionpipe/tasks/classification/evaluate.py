@@ -22,12 +22,18 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from visionpipe.core.calibration import BINS, expected_calibration_error, reliability, softmax
+from visionpipe.core.calibration import calibration_report, softmax
 from visionpipe.core.image import evaluate as image_evaluate
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.io import write_csv
 from visionpipe.core.params import Params
-from visionpipe.core.plots import one_vs_rest_curves, plot_confusion, plot_curves, plot_image_grid
+from visionpipe.core.plots import (
+    one_vs_rest_curves,
+    plot_confusion,
+    plot_curves,
+    plot_image_grid,
+    plot_reliability,
+)
 from visionpipe.tasks.classification.model import TASK, check_classes
 
 log = logging.getLogger("visionpipe.evaluate")
@@ -125,37 +131,13 @@ def write_results(
         steps=True,
     )
     plot_mistakes(wrong.head(cfg.draw_images), len(wrong), images, figures_dir / "mistakes.png")
-    plot_curves(
-        reliability_rows.rename(columns={"confidence": "mean confidence"}),
-        "mean confidence",
-        "accuracy",
-        {"uncalibrated": calibration["ece_before"], "calibrated": calibration["ece_after"]},
-        "ECE",
+    plot_reliability(
+        reliability_rows,
+        calibration,
         figures_dir / "reliability.png",
         f"Reliability on test (temperature {temperature:.3g}, fitted on val)",
-        chance_diagonal="perfect calibration",
     )
     return headline(metrics), metrics
-
-
-def calibration_report(
-    raw: np.ndarray, calibrated: np.ndarray, true: np.ndarray, temperature: float
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """ECE on test before and after the temperature, and the reliability bins of both (rows
-    ``class`` uncalibrated / calibrated, ``point`` the bin, x confidence, y accuracy)."""
-    parts = []
-    for name, probs in (("uncalibrated", raw), ("calibrated", calibrated)):
-        table = reliability(probs, true).rename(columns={"bin": "point"})
-        parts.append(table.assign(**{"class": name}))
-    rows = pd.concat(parts, ignore_index=True)
-    report = {
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(raw, true),
-        "ece_after": expected_calibration_error(calibrated, true),
-        "bins": BINS,
-        "fitted_on": "val",
-    }
-    return report, rows[["class", "point", "lower", "upper", "count", "confidence", "accuracy"]]
 
 
 def _log_summary(metrics: dict[str, Any]) -> None:

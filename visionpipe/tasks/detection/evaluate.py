@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from visionpipe.core.calibration import calibration_report, softmax
 from visionpipe.core.coco import part_names, read_split_coco
 from visionpipe.core.draw import save_prediction_images
 from visionpipe.core.errors import UserError
 from visionpipe.core.io import write_csv, write_json
 from visionpipe.core.params import Params
-from visionpipe.core.plots import plot_confusion, plot_curves
+from visionpipe.core.plots import plot_confusion, plot_curves, plot_reliability
 from visionpipe.core.runtime import choose_device, set_threads
 from visionpipe.core.timing import WARMUP, latency
 from visionpipe.tasks.detection.model import load_detector, test_set
@@ -29,11 +30,13 @@ from visionpipe.tasks.detection.model.dataset import to_coco_results
 from visionpipe.tasks.detection.model.hooks import predict
 from visionpipe.tasks.detection.model.metrics import (
     BACKGROUND,
+    CURVE_COLUMNS,
     MISSED,
     evaluate_coco,
     match_detections,
     state_metrics,
 )
+from visionpipe.tasks.detection.model.state_calibration import box_state_logits
 
 log = logging.getLogger("visionpipe.evaluate")
 
@@ -76,6 +79,25 @@ def pr_figure(
     plot_curves(points, "recall", "precision", scores, "AP50", Path(path), title)
 
 
+def state_calibration(
+    model: torch.nn.Module, test: Any, params: Params, device: torch.device
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """ECE of the state head on the test split's annotated boxes before and after the
+    temperature the train stage fitted on val's, and the reliability bins of both."""
+    logits, true = box_state_logits(model, test, params.train.batch_size, device)
+    temperature = float(model.roi_heads.state_temperature)
+    raw, calibrated = softmax(logits), softmax(logits, temperature)
+    report, rows = calibration_report(raw, calibrated, true.numpy(), temperature)
+    return {**report, "boxes": len(true)}, rows
+
+
+def reliability_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """The reliability bins in curves.csv's ``curve, class, point, x, y`` layout (the second
+    panel of .dvc/plots/detection_curves.json)."""
+    frame = rows.rename(columns={"confidence": "x", "accuracy": "y"}).assign(curve="reliability")
+    return frame[CURVE_COLUMNS]
+
+
 def evaluate(params: Params, args: argparse.Namespace) -> None:
     """COCO mAP, per-part AP and PR curves, state accuracy and confusion on matched boxes, the
     predictions, drawn test images and latency per image at batch 1."""
@@ -101,7 +123,15 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
 
     results, figures = Path(args.results), Path(args.figures)
     write_csv(results / "predictions.csv", matches)
-    write_csv(results / "curves.csv", coco.curves)
+    calibration = None
+    curves = coco.curves
+    if meta["states"]:
+        calibration, reliability_rows = state_calibration(model, test, params, device)
+        write_csv(results / "tables" / "state_reliability.csv", reliability_rows)
+        title = f"State reliability on test boxes (temperature {calibration['temperature']:.3g})"
+        plot_reliability(reliability_rows, calibration, figures / "state_reliability.png", title)
+        curves = pd.concat([curves, reliability_curves(reliability_rows)], ignore_index=True)
+    write_csv(results / "curves.csv", curves)
     write_json(results / "tables" / "detections.json", records)
     per_part = pd.DataFrame(
         [{"part": part, **values} for part, values in coco.metrics["per_part"].items()]
@@ -136,6 +166,7 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     metrics = {
         **{k: coco.metrics[k] for k in ("map", "map_50", "map_75")},
         **({"state_accuracy": states["state_accuracy"]} if meta["states"] else {}),
+        **({"state_ece": calibration["ece_after"]} if calibration else {}),
         "part_accuracy": states["part_accuracy"],
         "detection_precision": states["detection_precision"],
         "detection_recall": states["detection_recall"],
@@ -144,6 +175,7 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     state_details = {
         "per_state_recall": states["per_state_recall"],
         "state_confusion": states["confusion"],
+        "state_calibration": {**(calibration or {}), "fit": meta.get("state_calibration")},
     }
     details = {
         "per_part": coco.metrics["per_part"],

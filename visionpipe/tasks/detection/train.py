@@ -22,6 +22,7 @@ from visionpipe.tasks.detection.model import DetectionTask
 from visionpipe.tasks.detection.model.dataset import load_split
 from visionpipe.tasks.detection.model.detector import build_detector
 from visionpipe.tasks.detection.model.hooks import DetectionHooks
+from visionpipe.tasks.detection.model.state_calibration import calibrate_states
 
 log = logging.getLogger("visionpipe.train")
 
@@ -83,6 +84,8 @@ def train(params: Params, args: argparse.Namespace) -> None:
             distributed.finish(dist)
             return
         built.model.load_state_dict(result.best_state)
+        # the state head's temperature, fitted on val's boxes (a buffer: saved with the weights)
+        calibration = calibrate_states(built.model, val_set, t.batch_size, device)
         meta = {
             "task": task.name,
             "arch": built.arch,
@@ -110,6 +113,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
             },
             **run_record(result, monitor, params, dist, device, threads),
             "detection_params": as_dict(cfg),
+            **calibration,
         }
         save_checkpoint(args.model, built.model, meta)
         write_json(args.class_index, {str(i + 1): part for i, part in enumerate(parts)})

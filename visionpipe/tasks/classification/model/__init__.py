@@ -12,12 +12,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from visionpipe.core.calibration import (
-    TEMPERATURE_RANGE,
-    expected_calibration_error,
-    fit_temperature,
-    softmax,
-)
+from visionpipe.core.calibration import calibrate, softmax
 from visionpipe.core.errors import UserError
 from visionpipe.core.image.task import ImageTask
 from visionpipe.tasks.classification.model.class_weights import class_weights
@@ -29,6 +24,7 @@ class ClassificationTask(ImageTask):
     name = "classification"
     monitor_modes = {"accuracy": "max", "f1_macro": "max", "loss": "min"}
     default_monitor = "val_f1_macro"
+    reports_confidence = True
     #: logits are divided by this before the softmax (1: uncalibrated, as before training)
     temperature: float = 1.0
 
@@ -64,44 +60,9 @@ class ClassificationTask(ImageTask):
         }
 
     def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        """Temperature scaling fitted on the validation split (NLL), applied only when it does
-        not raise the validation ECE, val has mistakes to learn from and the search did not
-        end at a bound (a val split classified perfectly drives T to 0): otherwise the model
-        keeps temperature 1 (the elpv default is already calibrated). Both are recorded."""
-        fitted = fit_temperature(outputs, targets)
-        true = targets.numpy()
-        before = expected_calibration_error(softmax(outputs), true)
-        after = expected_calibration_error(softmax(outputs, fitted), true)
-        lo, hi = TEMPERATURE_RANGE
-        if bool((outputs.argmax(1) == targets).all()):
-            reason = "no mistakes on val to calibrate against"
-        elif not lo * 1.01 < fitted < hi / 1.01:
-            reason = f"the search ended at its bound {fitted:g}"
-        elif after > before:
-            reason = "it raises the ECE"
-        else:
-            reason = ""
-        applied = not reason
-        log.info(
-            "temperature %.4g fitted on val: ECE %.4f -> %.4f, %s",
-            fitted,
-            before,
-            after,
-            "applied" if applied else f"not applied ({reason}): temperature 1",
-        )
-        return {
-            "temperature": fitted if applied else 1.0,
-            "calibration": {
-                "method": "temperature scaling (NLL on the validation split), applied when it "
-                "does not raise the validation ECE",
-                "fitted_temperature": fitted,
-                "applied": applied,
-                **({"not_applied_because": reason} if reason else {}),
-                "val_images": len(true),
-                "val_ece_before": before,
-                "val_ece_with_fitted": after,
-            },
-        }
+        """Temperature scaling fitted on the validation split, applied only where it helps
+        (visionpipe.core.calibration.calibrate; the elpv default is already calibrated)."""
+        return calibrate(outputs, targets)
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         self.temperature = float(meta.get("temperature", 1.0))

@@ -64,6 +64,10 @@ REPRESENTATION_SIZE = 1024  # TwoMLPHead width of torchvision's Faster R-CNN box
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
+#: the state head's temperature in a detector's state dict
+TEMPERATURE_KEY = "roi_heads.state_temperature"
+
+
 class StatePredictor(nn.Sequential):
     """RoI box features -> state logits: a small MLP beside the class and box predictors."""
 
@@ -106,13 +110,23 @@ class StateRoIHeads(RoIHeads):
     """torchvision's Faster R-CNN RoIHeads plus a per-box state branch (``state_predictor``).
 
     Training adds ``loss_state`` to the losses; inference adds ``states`` (argmax) and
-    ``state_scores`` (its softmax probability) to every image's detections. Masks and keypoints
-    are not supported. Scriptable with torch.jit.script.
+    ``state_scores`` (its probability, softmax(logits / ``state_temperature``): the temperature
+    the train stage fits on val, 1 until then) to every image's detections. The temperature is
+    a buffer, so the checkpoint and the exported files carry it. Masks and keypoints are not
+    supported. Scriptable with torch.jit.script.
     """
 
     def __init__(self, state_predictor: nn.Module, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.state_predictor = state_predictor
+        self.register_buffer("state_temperature", torch.ones(()))
+
+    def box_state_logits(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
+        """State logits of given boxes (per image, in the transformed images' pixels): what
+        the state head says about a part whose box is known (calibration, evaluation)."""
+        return self.state_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
 
     @classmethod
     def from_roi_heads(cls, heads: RoIHeads, state_predictor: nn.Module) -> StateRoIHeads:
@@ -174,7 +188,8 @@ class StateRoIHeads(RoIHeads):
         )
         # the state of a detection is read from the features of its final box
         final_features = self.box_head(self.box_roi_pool(features, boxes, image_shapes))
-        state_probs = F.softmax(self.state_predictor(final_features), dim=-1)
+        state_logits = self.state_predictor(final_features) / self.state_temperature
+        state_probs = F.softmax(state_logits, dim=-1)
         state_scores, states = _row_max(state_probs)
         counts = [b.shape[0] for b in boxes]
         result: list[dict[str, Tensor]] = []
@@ -511,5 +526,8 @@ def detector_from_checkpoint(
         frozen_norm=uses_frozen_norm(state_dict),
         **options,
     )
+    state_dict = dict(state_dict)
+    if isinstance(built.model.roi_heads, StateRoIHeads):  # saved before states were calibrated
+        state_dict.setdefault(TEMPERATURE_KEY, torch.ones(()))
     built.model.load_state_dict(state_dict)
     return built.model.eval()
