@@ -34,7 +34,9 @@ from visionpipe.core.runtime import set_threads
 log = logging.getLogger(__name__)
 
 #: the columns of suspects.csv, most suspect first
-COLUMNS = ["rank", "path", "split", "item", "given", "suggested", "score", "given_prob"]
+#: (score: cleanlab's label quality, for a class the out-of-sample probability of the given label;
+#: suggested_prob: that of the suggested class, empty for regression)
+COLUMNS = ["rank", "path", "split", "item", "given", "suggested", "score", "suggested_prob"]
 
 
 @dataclass
@@ -94,7 +96,7 @@ def class_suspects(labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
             "score": get_label_quality_scores(labels, probs),
             "is_issue": issues,
             "suggested": probs.argmax(1),
-            "given_prob": probs[np.arange(len(labels)), labels],
+            "suggested_prob": probs.max(1),
         }
     )
 
@@ -116,7 +118,7 @@ def value_suspects(features: np.ndarray, values: np.ndarray, folds: int, seed: i
             "score": found["label_quality"].to_numpy(),
             "is_issue": found["is_label_issue"].to_numpy(dtype=bool),
             "suggested": found["predicted_label"].to_numpy(),
-            "given_prob": np.nan,
+            "suggested_prob": np.nan,
         }
     )
 
