@@ -289,6 +289,11 @@ def _check_threshold(key: str, value: Any) -> float | dict[str, float]:
         if not 0.0 <= value <= 1.0 or not math.isfinite(value):
             raise ParamsError(f"{key}: {value!r} is out of range, allowed >= 0.0 and <= 1.0")
         return float(value)
+    if isinstance(value, dict) and len(value) > 1 and set(value) <= set(TARGETS):
+        raise ParamsError(
+            f"{key}: two targets at once ({value}); `dvc exp run -S` merges a mapping into the "
+            f"one params.yaml holds: use -S '~{key}' -S '+{key}={{precision: 0.9}}'"
+        )
     if isinstance(value, dict) and len(value) == 1:
         ((name, target),) = value.items()
         if name not in TARGETS:
