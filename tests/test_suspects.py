@@ -180,3 +180,25 @@ def test_params_suspects_key_checked():
         params_from_dict(with_change("suspects.arch", "small_cnn"))
     with pytest.raises(Exception, match="suspects.folds"):
         params_from_dict(with_change("suspects.folds", 1))
+
+
+def _args(tmp_path):
+    return argparse.Namespace(out=str(tmp_path / "out"), figures=str(tmp_path / "fig"))
+
+
+def test_a_missing_suspects_weights_file_names_the_suspects_key(tmp_path):
+    raw = with_change("suspects.weights", str(tmp_path / "nope.pt"))
+    with pytest.raises(UserError, match=r"^suspects\.weights: .*nope\.pt: file not found$"):
+        suspects.find_suspects(_items(["a", "b"]), params_from_dict(raw), _args(tmp_path))
+
+
+def test_one_label_data_writes_empty_outputs_with_the_reason(tmp_path, monkeypatch):
+    """The stage does not fail the pipeline on data it cannot rank: it says why."""
+    flat = torch.nn.Flatten()
+    monkeypatch.setattr(suspects, "feature_extractor", lambda *_: (flat, "test"))
+    raw = with_change("suspects.folds", 2)
+    found = suspects.find_suspects(_items(["a"] * 6), params_from_dict(raw), _args(tmp_path))
+    assert found["enabled"] is False and "fewer than two grade values" in found["reason"]
+    details = json.loads((tmp_path / "out/details.json").read_text())
+    assert details == {"enabled": False, "reason": found["reason"]}
+    assert pd.read_csv(tmp_path / "out/suspects.csv").empty
