@@ -125,3 +125,54 @@ def numbers(data) -> int:
     if isinstance(data, dict):
         return sum(numbers(v) for v in data.values())
     return int(isinstance(data, int | float) and not isinstance(data, bool))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_on_two_nodes(nodes: list[Path], per_node: int = 2, timeout: int = 900) -> int:
+    """The train stage's command on two "nodes" (two checkouts, as two machines would have)
+    under ``torchrun --nnodes 2 --rdzv-backend c10d`` on loopback, ``per_node`` gloo processes
+    each; returns the index of the node that got rank 0 (c10d gives ranks in arrival order),
+    after checking that it alone wrote the model and the metrics."""
+    stage = yaml.safe_load((nodes[0] / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    args = stage.split()[1:]  # "python -m stages.train ...": run by this interpreter
+    assert args[:2] == ["-m", "stages.train"], stage
+    endpoint = f"127.0.0.1:{free_port()}"
+    for node in nodes:  # what the stage writes, gone, so a file seen was written by this run
+        shutil.rmtree(node / "results/train", ignore_errors=True)
+        (node / "models/model.pt").unlink(missing_ok=True)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={rank}",
+                f"--nproc-per-node={per_node}",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={endpoint}",
+                "--rdzv-id=two-nodes",
+                *args,
+            ],
+            cwd=node,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank, node in enumerate(nodes)
+    ]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for node, proc, out in zip(nodes, procs, outputs, strict=True):
+        assert proc.returncode == 0, f"{node} failed ({proc.returncode}):\n{out[-4000:]}"
+    wrote = [(n / "models/model.pt").is_file() for n in nodes]
+    metrics = [(n / "results/train/metrics.json").is_file() for n in nodes]
+    assert wrote == metrics and sum(wrote) == 1, (wrote, metrics)
+    return wrote.index(True)

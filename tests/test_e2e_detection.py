@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.e2e import TINY, copy_built, dvc_json, numbers, run
+from tests.e2e import TINY, copy_built, dvc_json, numbers, run, train_on_two_nodes
 from visionpipe.core.checkpoint import read_checkpoint
 
 # one worker builds the detection repo for both tests (pytest-xdist --dist loadgroup)
@@ -140,6 +140,19 @@ def test_detection_trains_in_two_ddp_processes(detection_repo, tmp_path):
     _, meta = read_checkpoint(repo / "models/model.pt")
     assert meta["distributed"] == {"processes": 2, "backend": "gloo"}
     assert meta["history"][0]["val_map"] >= 0.0
+
+
+def test_detection_trains_on_two_nodes(detection_repo, tmp_path):
+    """Detection under ``torchrun --nnodes 2`` (c10d on loopback, two gloo processes per node):
+    one node writes the model, which evaluates."""
+    overrides = {"train": {**TINY["train"], "batch_size": 8}}
+    nodes = [copy_built(detection_repo, tmp_path / f"node{i}", overrides) for i in range(2)]
+    main = nodes[train_on_two_nodes(nodes)]
+    _, meta = read_checkpoint(main / "models/model.pt")
+    assert meta["distributed"] == {"processes": 4, "backend": "gloo"}
+    assert meta["history"][0]["val_map"] >= 0.0
+    run(main, "dvc", "repro", "evaluate")
+    assert "map_50" in json.loads((main / "results/evaluate/metrics.json").read_text())
 
 
 def test_a_plain_detector_without_states(detection_repo, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.e2e import TINY, copy_built, dvc_json, env, run
+from tests.e2e import TINY, copy_built, dvc_json, env, run, train_on_two_nodes
 from visionpipe.core.checkpoint import read_checkpoint
 
 
@@ -128,6 +128,22 @@ def test_two_process_ddp_training_through_dvc(built_repo, tmp_path):
     assert failed.returncode != 0
     errors = [ln for ln in failed.stderr.splitlines() if ln.startswith("error: train.nproc")]
     assert len(errors) == 1 and "4096 processes but this machine has" in errors[0]
+
+
+def test_two_nodes_of_two_processes_through_torchrun(built_repo, tmp_path):
+    """``torchrun --nnodes 2 --rdzv-backend c10d`` on loopback: two checkouts as two machines,
+    two gloo processes each; one node writes a valid model and the metrics, once."""
+    overrides = {"train": {**TINY["train"], "epochs": 2, "batch_size": 8}}
+    nodes = [copy_built(built_repo, tmp_path / f"node{i}", overrides) for i in range(2)]
+    main = nodes[train_on_two_nodes(nodes)]
+    _, meta = read_checkpoint(main / "models/model.pt")
+    assert meta["distributed"] == {"processes": 4, "backend": "gloo"}
+    assert len(meta["history"]) == 2
+    f1 = (main / "results/train/plots/metrics/val/f1_macro.tsv").read_text().splitlines()
+    assert len(f1) == 3  # a header and one row per epoch: rank 0 alone logs
+    ev = run(main, "dvc", "repro", "evaluate").stdout  # the model loads and predicts
+    assert "Running stage 'evaluate'" in ev
+    assert 0 <= json.loads((main / "results/evaluate/metrics.json").read_text())["accuracy"] <= 1
 
 
 def test_a_killed_train_stage_resumes_to_the_uninterrupted_result(built_repo, tmp_path):

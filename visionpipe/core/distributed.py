@@ -31,6 +31,12 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1  # the processes on this node, which share its cores
+
+    def threads(self, num_threads: int, cores: int) -> int:
+        """Threads per process: ``num_threads`` (0: all ``cores``) shared between this node's
+        processes (not the whole job's: every node has its own cores)."""
+        return max(1, (num_threads or cores) // self.local_world)
 
     @property
     def is_main(self) -> bool:
@@ -122,11 +128,12 @@ def init() -> Dist:
         return Dist()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if backend() == "nccl":
         torch.cuda.set_device(local_rank)
     torch_dist.init_process_group(backend())
-    log.info("process %d of %d (%s)", rank, world, backend())
-    return Dist(rank, world, local_rank)
+    log.info("process %d of %d, %d on this node (%s)", rank, world, local_world, backend())
+    return Dist(rank, world, local_rank, local_world)
 
 
 def finish(dist: Dist) -> None:
