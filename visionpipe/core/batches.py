@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from visionpipe.core.cache import Images
 
 
 def batches(
@@ -20,17 +24,20 @@ def batches(
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
-    images: torch.Tensor,
+    images: Images,
     batch_size: int,
     device: torch.device,
     desc: str = "predicting",
     progress: bool = True,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Raw model outputs for a uint8 image tensor, on the CPU, in input order."""
+    """Raw model outputs for uint8 images (a tensor or a split read from the decoded cache), on
+    the CPU, in input order; only ``rows`` of them when given (a process's share)."""
     model.eval()
     outs = []
+    rows = torch.arange(len(images)) if rows is None else rows
     for idx in tqdm(
-        list(batches(len(images), batch_size)),
+        [rows[i] for i in batches(len(rows), batch_size)],
         desc=desc,
         unit="batch",
         disable=not progress,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from visionpipe.core import shards
 from visionpipe.core.errors import DataError
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: predict on ONNX runs without it
@@ -99,6 +101,8 @@ def open_checked(source: Any) -> tuple[Image.Image, str]:
     pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 million; a guard against decompression
     bombs, checked on the header before anything is decoded)."""
     try:
+        if isinstance(source, str | Path) and shards.is_member(source):
+            source = shards.open_file(source)  # a member of a tar shard: its bytes
         with Image.open(source) as img:
             limit = Image.MAX_IMAGE_PIXELS
             if limit and img.width * img.height > limit:
@@ -124,6 +128,43 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+def iter_mapped(
+    fn: Callable[..., np.ndarray],
+    items: Sequence[tuple],
+    desc: str = "decoding",
+    workers: int = 4,
+    window: int = 64,
+) -> Iterator[np.ndarray]:
+    """``fn(*item)`` for each item, in order, by a thread pool that runs at most ``window``
+    items ahead, so only that many decoded images are ever held."""
+    pending: deque = deque()
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(items), desc=desc, unit="img") as bar,
+    ):
+        for item in items:
+            pending.append(pool.submit(fn, *item))
+            if len(pending) >= window:
+                bar.update()
+                yield pending.popleft().result()
+        while pending:
+            bar.update()
+            yield pending.popleft().result()
+
+
+def iter_decoded(
+    root: str | Path,
+    paths: Sequence[str],
+    size: int,
+    desc: str = "decoding",
+    workers: int = 4,
+) -> Iterator[np.ndarray]:
+    """Each image decoded at size x size (3 x size x size uint8), in order."""
+    root = Path(root)
+    items = [(root / rel, size) for rel in paths]
+    return iter_mapped(lambda path, size: decode_image(path, size), items, desc, workers)
+
+
 def load_images(
     root: str | Path,
     paths: Sequence[str],
@@ -131,15 +172,12 @@ def load_images(
     desc: str = "decoding",
     workers: int = 4,
 ) -> torch.Tensor:
-    """All images of a split as a uint8 tensor (N, 3, size, size)."""
+    """All images of a split as a uint8 tensor (N, 3, size, size) in memory."""
     import torch
 
-    root = Path(root)
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = pool.map(lambda p: decode_image(root / p, size), paths)
-        for i, arr in enumerate(tqdm(arrays, total=len(paths), desc=desc, unit="img")):
-            out[i] = torch.from_numpy(arr)
+    for i, arr in enumerate(iter_decoded(root, paths, size, desc=desc, workers=workers)):
+        out[i] = torch.from_numpy(arr)
     return out
 
 

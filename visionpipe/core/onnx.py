@@ -12,12 +12,16 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from visionpipe.core.errors import UserError
 from visionpipe.core.io import atomic_file, atomic_path
+
+if TYPE_CHECKING:
+    from visionpipe.core.cache import Images
 from visionpipe.core.runtimes import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -58,14 +62,14 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
         onnx.checker.check_model(str(tmp))
 
 
-def quantize_onnx(src: Path, dst: Path, mode: str, calibration: torch.Tensor | None) -> None:
+def quantize_onnx(src: Path, dst: Path, mode: str, calibration: Images | None) -> None:
     """INT8 ONNX: ``static`` (QDQ, per-channel, calibrated) or ``dynamic`` (weights only)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Images(CalibrationDataReader):
         """Calibration images, one at a time, as the quantizer asks for them."""
 
-        def __init__(self, images: torch.Tensor):
+        def __init__(self, images: Images):
             self._items = iter(images[i : i + 1].float().numpy() for i in range(len(images)))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -103,9 +107,9 @@ def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls) -> None:
             )
 
 
-def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 64):
-    """Outputs of ``fn`` over ``x`` in batches, concatenated."""
-    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: Images, batch: int = 64):
+    """Outputs of ``fn`` over ``x`` (images, read a batch at a time) as float, concatenated."""
+    return torch.cat([fn(x[i : i + batch].float()) for i in range(0, len(x), batch)])
 
 
 def check_parity(name: str, parity: dict[str, float], tolerance: float) -> None:

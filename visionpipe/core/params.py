@@ -142,6 +142,9 @@ class Data:
     )
     state_key: str = "state"  # detection: attributes.<state_key> (CVAT export) or a top-level key
     states: list[str] = field(default_factory=lambda: ["intact", "damaged", "absent", "occluded"])
+    # how the decoded-image cache knows the files are unchanged: "stat" (relative path, size,
+    # modification time; reads no image) or "content" (hashes every file at every stage start)
+    cache_check: str = field(default="stat", metadata=_choice("stat", "content"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from visionpipe.core.batches import batches
-from visionpipe.core.cache import cached_images
+from visionpipe.core.cache import ConcatImages, Images, cached_images
 from visionpipe.core.errors import UserError
 from visionpipe.core.io import atomic_path, write_csv, write_json
 from visionpipe.core.manifests import SPLITS, read_split
@@ -46,13 +46,13 @@ class LabelledItems:
     the items' pixels as ``N x 3 x S x S`` uint8, and what a label is (``kind``)."""
 
     table: pd.DataFrame
-    images: torch.Tensor
+    images: Images  # indexed a batch at a time (a split's decoded cache, or a tensor)
     kind: str  # "class" (classification, a detector's state or part) or "value" (regression)
     label_name: str  # what the label is, for the report: "grade", "state", "fresh_weight"
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+def embed(model: torch.nn.Module, images: Images, batch_size: int = 64) -> np.ndarray:
     """Pooled backbone features of uint8 images, batch by batch (``model``: a network whose
     head is removed, taking 0..255 pixels)."""
     model.eval()
@@ -284,10 +284,19 @@ def image_items(
         )
         size = params.suspects.image_size
         paths = manifest["path"].tolist()
-        images.append(cached_images(params.data.path, paths, size, desc=f"decoding {name}"))
+        images.append(
+            cached_images(
+                params.data.path,
+                paths,
+                size,
+                desc=f"decoding {name}",
+                check=params.data.cache_check,
+            )
+        )
     if not tables:
         raise UserError(f"{splits}: the split manifests hold no images")
-    return LabelledItems(pd.concat(tables, ignore_index=True), torch.cat(images), kind, label_name)
+    table = pd.concat(tables, ignore_index=True)
+    return LabelledItems(table, ConcatImages(images), kind, label_name)
 
 
 def find_suspects(

@@ -18,10 +18,12 @@ from typing import Any
 
 import pandas as pd
 
+from visionpipe.core import shards
 from visionpipe.core.coco import COCO_KEYS
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.images import IMAGE_EXTENSIONS
 from visionpipe.core.sources.folder import SPLIT_NAMES, _visible_dirs
+from visionpipe.core.sources.shards import holds_shards, shard_files
 from visionpipe.core.sources.table import TABLE_EXTENSIONS, read_table
 from visionpipe.tasks.detection.data.coco_source import state_of
 from visionpipe.tasks.detection.data.voc_source import parse_voc, voc_files, voc_state
@@ -338,12 +340,41 @@ def class_folders(root: Path) -> Layout | None:
     return None
 
 
-#: tried in this order: the annotation formats, then tables, then plain class folders
+def shard_folder(root: Path) -> Layout | None:
+    """Tar shards in WebDataset layout (``python -m visionpipe.pack``): labels from each
+    sample's ``.cls``, else from a ``label`` (or the one text) field of its ``.json``."""
+    if not holds_shards(root):
+        return None
+    files = shard_files(root)
+    data: dict[str, Any] = {"table": ""}
+    notes = [f"found {len(files)} .tar shard(s)"]
+    try:
+        names = list(shards.index(files[0]).members)[:8]
+    except DataError:
+        names = []
+    if any(n.endswith(".cls") for n in names):
+        notes.append("labels from each sample's .cls member")
+    elif (first := next((n for n in names if n.endswith(".json")), None)) is not None:
+        try:
+            record = json.loads(shards.read_bytes(files[0] / first))
+        except ValueError:
+            record = {}
+        source = record.get("source")  # the image's path, also in the table's image column
+        keys = [k for k, v in record.items() if isinstance(v, str) and v != source]
+        label = "label" if "label" in record else (keys[0] if len(keys) == 1 else None)
+        if label:
+            data["label_column"] = label
+            notes.append(f"labels from the .json field '{label}'")
+    return Layout("tar shards (WebDataset)", "classification", data, notes)
+
+
+#: tried in this order: the annotation formats, then tables, then shards and class folders
 RECOGNISERS: list[Callable[[Path, str | None], Layout | None]] = [
     lambda root, _task: yolo(root),
     lambda root, _task: voc(root),
     lambda root, _task: coco(root),
     table,
+    lambda root, _task: shard_folder(root),
     lambda root, _task: class_folders(root),
 ]
 
@@ -366,5 +397,5 @@ def recognise(root: Path, task: str | None = None) -> Layout:
             return layout
     raise UserError(
         f"{root}: no layout recognised (class folders, train/ val/ folders, a table naming the "
-        "images, a COCO file, a YOLO data.yaml or a Pascal VOC Annotations/ folder)"
+        "images, tar shards, a COCO file, a YOLO data.yaml or a Pascal VOC Annotations/ folder)"
     )

@@ -44,7 +44,11 @@ def evaluate(
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)
     x = cached_images(
-        Path(params.data.path), test_m["path"].tolist(), meta["image_size"], desc="decoding test"
+        Path(params.data.path),
+        test_m["path"].tolist(),
+        meta["image_size"],
+        desc="decoding test",
+        check=params.data.cache_check,
     )
     y = task.targets(test_m, labels)
     model.to(device).to(memory_format=torch.channels_last)

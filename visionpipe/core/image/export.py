@@ -72,8 +72,9 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     threads = set_threads(params.train.num_threads)
     root, size = Path(params.data.path), meta["image_size"]
     test_m = read_split(args.splits, "test")
-    test_x = cached_images(root, test_m["path"].tolist(), size, desc="decoding test").float()
-    parity_x = test_x[: cfg.parity_samples]
+    check = params.data.cache_check
+    test_x = cached_images(root, test_m["path"].tolist(), size, "decoding test", check=check)
+    parity_x = test_x[: cfg.parity_samples].float()
 
     out = Path(args.out)
     files = {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
@@ -83,7 +84,8 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
         files["onnx_int8"] = out / "model.int8.onnx"
         calib_m = read_split(args.splits, "train")
         calib_m = calib_m.sample(min(cfg.calibration_samples, len(calib_m)), random_state=0)
-        calib = cached_images(root, calib_m["path"].tolist(), size, desc="calibration")
+        calib_paths = calib_m["path"].tolist()
+        calib = cached_images(root, calib_paths, size, "calibration", check=check)
         onnx_export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
 
     # run as predict and simulate run them (visionpipe.core.runtimes)
@@ -163,7 +165,9 @@ def resolve_on_val(
     outputs = torch.zeros(0, len(meta["labels"]))  # no val images: resolved on none (0.5)
     if len(val_m):
         paths, size = val_m["path"].tolist(), meta["image_size"]
-        val_x = cached_images(Path(params.data.path), paths, size, desc="decoding val").float()
+        val_x = cached_images(
+            Path(params.data.path), paths, size, "decoding val", check=params.data.cache_check
+        )
         outputs = onnx_export.run_batched(run, val_x)
     found = task.confidences(outputs, task.targets(val_m, meta["labels"]))
     if found is None:

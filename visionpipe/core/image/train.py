@@ -15,7 +15,7 @@ from torch import nn
 from visionpipe.core import distributed, resume
 from visionpipe.core.augment import augment_batch
 from visionpipe.core.batches import predict
-from visionpipe.core.cache import cached_images
+from visionpipe.core.cache import Images, cached_images
 from visionpipe.core.checkpoint import save_checkpoint
 from visionpipe.core.distributed import Dist
 from visionpipe.core.engine import FitResult, TrainHooks, fit, log_best, run_record
@@ -41,9 +41,9 @@ class ImageHooks(TrainHooks):
         task: ImageTask,
         params: Any,
         criterion: nn.Module,
-        train_x: torch.Tensor,
+        train_x: Images,
         train_y: torch.Tensor,
-        val_x: torch.Tensor,
+        val_x: Images,
         val_y: torch.Tensor,
         device: torch.device,
     ):
@@ -68,7 +68,8 @@ class ImageHooks(TrainHooks):
 
     def validate(self, model: nn.Module, dist: Dist) -> dict[str, float]:
         batch = self.params.train.batch_size * 2
-        mine = predict(model, dist.shard(self.val_x), batch, self.device, progress=False)
+        rows = dist.shard(torch.arange(len(self.val_x)))
+        mine = predict(model, self.val_x, batch, self.device, progress=False, rows=rows)
         outputs = dist.gather(mine, len(self.val_x))
         loss = float(self.criterion(outputs.to(self.device), self.val_y.to(self.device)).item())
         return {"loss": loss, **self.task.epoch_metrics(outputs, self.val_y)}
@@ -98,7 +99,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
     criterion = task.criterion(params, labels, train_y)
     gen = seed_everything(params.base.seed)
     # the cores are shared between the processes
-    threads = set_threads(max(1, (params.train.num_threads or cpu_count()) // dist.world))
+    threads = set_threads(dist.threads(params.train.num_threads, cpu_count()))
     device = choose_device(params.train.device, dist.local_rank)
     m, hidden = params.model, task.head_hidden(params)
     built = build_model(m.arch, len(labels), m.pretrained, m.dropout, m.weights, hidden)
@@ -113,8 +114,9 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
 
     root, size = Path(params.data.path), m.image_size
     num_parameters = count_parameters(built.model)
-    train_x = cached_images(root, train_m["path"].tolist(), size, desc="decoding train")
-    val_x = cached_images(root, val_m["path"].tolist(), size, desc="decoding val")
+    check = params.data.cache_check
+    train_x = cached_images(root, train_m["path"].tolist(), size, "decoding train", check=check)
+    val_x = cached_images(root, val_m["path"].tolist(), size, "decoding val", check=check)
     dataset = fingerprint(args.splits)
     key = state_key(params, task.name, dataset, labels, code)
     hooks = ImageHooks(built.model, task, params, criterion, train_x, train_y, val_x, val_y, device)
@@ -160,9 +162,9 @@ def fit_images(
     task: ImageTask,
     params: Any,
     criterion: nn.Module,
-    train_x: torch.Tensor,
+    train_x: Images,
     train_y: torch.Tensor,
-    val_x: torch.Tensor,
+    val_x: Images,
     val_y: torch.Tensor,
     device: torch.device,
     gen: torch.Generator,

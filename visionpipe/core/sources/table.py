@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from visionpipe.core import shards
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.io import significant
 from visionpipe.core.paths import images_folder, link_outside, under_images
@@ -243,7 +244,7 @@ def scan_table(
             raise DataError(f"{path} rows {first_row[rel]} and {row}: image '{rel}' listed twice")
         first_row[rel] = row
         labels_seen.add(label)
-        if not (root / rel).is_file():
+        if not shards.is_file(root / rel):
             skipped.append({"path": rel, "reason": FILE_NOT_FOUND, "row": row})
             continue
         candidates.append((row, rel, label))
@@ -408,7 +409,7 @@ def scan_regression_table(
         if rel in first_row:
             raise DataError(f"{path} rows {first_row[rel]} and {row}: image '{rel}' listed twice")
         first_row[rel] = row
-        if not (root / rel).is_file():
+        if not shards.is_file(root / rel):
             skipped.append({"path": rel, "reason": FILE_NOT_FOUND, "row": row})
             continue
         candidates.append((index, row, rel, target, group))

@@ -265,8 +265,12 @@ def export(params: Params, args: argparse.Namespace) -> None:
     threads = set_threads(params.train.num_threads)
     test = test_set(params, meta, read_split_coco(args.splits, "test"))
     example = test.images[0][None].float()
-    same_size = [img[None].float() for img in test.images if img.shape == test.images[0].shape]
-    parity_x = same_size[: cfg.parity_samples]
+    parity_x = []  # the first test images of the example's size (batch 1, a fixed graph)
+    for img in test.images:
+        if len(parity_x) == cfg.parity_samples:
+            break
+        if img.shape == example.shape[1:]:
+            parity_x.append(img[None].float())
     out = Path(args.out)
     files = {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
     exporters = {

@@ -53,7 +53,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
     train_gt, val_gt = read_split_coco(args.splits, "train"), read_split_coco(args.splits, "val")
     parts, states = part_names(train_gt), list(train_gt["states"])
     gen = seed_everything(params.base.seed)
-    threads = set_threads(max(1, (t.num_threads or cpu_count()) // dist.world))
+    threads = set_threads(dist.threads(t.num_threads, cpu_count()))
     device = choose_device(t.device, dist.local_rank)
     built = build_detector(
         cfg.arch,
@@ -72,8 +72,9 @@ def train(params: Params, args: argparse.Namespace) -> None:
         built.weights_source,
     )
     root = Path(params.data.path)
-    train_set = load_split(root, train_gt, states, cfg.min_size, cfg.max_size, "decoding train")
-    val_set = load_split(root, val_gt, states, cfg.min_size, cfg.max_size, "decoding val")
+    sizes, check = (cfg.min_size, cfg.max_size), params.data.cache_check
+    train_set = load_split(root, train_gt, states, *sizes, "decoding train", check)
+    val_set = load_split(root, val_gt, states, *sizes, "decoding val", check)
     dataset = fingerprint(args.splits)
     hooks = DetectionHooks(built.model, params, train_set, val_set, val_gt, device)
     with train_live(args.live, dist.is_main) as live:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.sources.folder import ScanResult, data_report, scan_folder
+from visionpipe.core.sources.shards import holds_shards, scan_shards
 from visionpipe.core.sources.table import scan_table, table_report
 from visionpipe.core.task import TaskData
 from visionpipe.tasks.classification.data.eda import classification_eda
@@ -36,6 +37,9 @@ class ClassificationData(TaskData):
                 f"data.images '{d.images}': tables and annotation files use it; class folders "
                 "are read from data.path (set data.path to the folder of class folders)"
             )
+        if holds_shards(d.path):  # tar shards (WebDataset layout) instead of class folders
+            result = scan_shards(d.path, d.label_column, d.classes)
+            return result, data_report(result)
         result = scan_folder(d.path)
         extra = [c for c in result.classes if d.classes and c not in d.classes]
         if extra:

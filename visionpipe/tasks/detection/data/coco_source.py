@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from visionpipe.core import shards
 from visionpipe.core.coco import BACKGROUND, COCO_KEYS, MISSED, read_coco
 from visionpipe.core.errors import DataError, UserError
 from visionpipe.core.images import displayed_size
@@ -111,9 +112,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     """Displayed width and height from the file header (0, 0 when unreadable: the scan drops
     it)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(shards.open_file(path)) as img:
             return displayed_size(img)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, DataError, Image.DecompressionBombError):
         return 0, 0
 
 
@@ -294,7 +295,7 @@ def _check_files(root: Path, images: dict[int, dict], report: _Report, workers: 
 
     def check(iid: int) -> tuple[int, int, str] | str | None:
         path = root / images[iid]["file_name"]
-        return check_image(path, root) if path.is_file() else None
+        return check_image(path, root) if shards.is_file(path) else None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(check, ids)

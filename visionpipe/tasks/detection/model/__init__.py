@@ -49,6 +49,7 @@ def split_set(params: Any, meta: dict, gt: dict, name: str = "test") -> Detectio
         meta["min_size"],
         meta["max_size"],
         desc=f"decoding {name}",
+        check=params.data.cache_check,
     )
 
 

@@ -1,23 +1,23 @@
-"""Detection data in memory: decoded split images with their torchvision targets.
+"""Detection data: decoded split images with their torchvision targets.
 
-Images are decoded once per stage and kept as uint8 tensors, already shrunk to the size the
-model's transform would resize them to (never enlarged), so large photos do not fill memory and
-no epoch pays for decoding again. Boxes are scaled with them; :func:`to_coco_results` maps
+Images are decoded once into the decoded-image cache (visionpipe.core.cache) as uint8, already
+shrunk to the size the model's transform would resize them to (never enlarged), and read from
+there an image at a time, so neither large photos nor many of them fill memory and no epoch
+pays for decoding again. Boxes are scaled with them; :func:`to_coco_results` maps
 predictions back to the original pixels, where the COCO ground truth lives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from visionpipe.core.images import decode_scaled, fit_scale
+from visionpipe.core.cache import RaggedImages, cached_scaled
+from visionpipe.core.images import fit_scale
 
 
 @dataclass
@@ -25,7 +25,7 @@ class DetectionSet:
     """One split: images (uint8, 3 x H x W, scaled), targets in the same pixels, and what maps
     them back to the COCO file (image ids, scale factors, paths)."""
 
-    images: list[torch.Tensor]
+    images: RaggedImages | list[torch.Tensor]  # indexed an image at a time
     targets: list[dict[str, torch.Tensor]]
     image_ids: list[int]
     scales: list[float]
@@ -65,17 +65,16 @@ def load_split(
     min_size: int,
     max_size: int,
     desc: str = "decoding",
-    workers: int = 4,
+    check: str = "stat",
 ) -> DetectionSet:
-    """Every image of a split's COCO file, decoded and scaled, with its targets."""
+    """Every image of a split's COCO file, decoded and scaled (into the decoded-image cache,
+    read an image at a time), with its targets."""
     root = Path(root)
     images = sorted(coco["images"], key=lambda im: im["id"])
     scales = [fit_scale(im["width"], im["height"], min_size, max_size) for im in images]
     targets = image_targets(coco, states)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        files = [root / im["file_name"] for im in images]
-        decoded = pool.map(decode_scaled, files, scales)
-        tensors = list(tqdm(decoded, total=len(images), desc=desc, unit="img"))
+    files = [im["file_name"] for im in images]
+    tensors = cached_scaled(root, files, scales, desc=desc, check=check)
     scaled = []
     for im, scale in zip(images, scales, strict=True):
         t = targets[im["id"]]
