@@ -261,3 +261,28 @@ def test_init_recognises_shards_and_their_label_field(tmp_path):
     assert shards.read_bytes(by_cls.shards[0] / "00000001.cls") == b"y"
     with pytest.raises(Exception, match="no column 'nope'"):
         list(pack.table_samples(raw, "t.csv", "image", label_column="nope"))
+
+
+def test_a_regression_table_round_trips_with_targets_groups_and_metadata(tmp_path):
+    from visionpipe.core.sources.shards import shard_frame
+    from visionpipe.core.sources.table import scan_regression_frame, scan_regression_table
+
+    raw = tmp_path / "plants"
+    rows = []
+    for i in range(8):
+        write_image(raw / f"img/p{i}.png", value=20 + 25 * i)
+        rows.append({"image": f"img/p{i}.png", "fresh_weight": 1.5 * i, "plant": i // 2})
+    rows[3]["fresh_weight"] = None  # no target: skipped in both
+    rows.append({"image": "img/missing.png", "fresh_weight": 9.0, "plant": 9})
+    pd.DataFrame(rows).assign(site="north").to_csv(raw / "biomass.csv", index=False)
+    args = ("image", "fresh_weight", "plant", ["site"])
+    loose = scan_regression_table(raw, "biomass.csv", "", *args)
+    dest = tmp_path / "shards"
+    packed = pack.write_shards(pack.table_samples(raw, "biomass.csv", "image"), dest, 3)
+    assert packed.missing == ["img/missing.png"]  # the packer lists it; prepare never sees it
+    frame, skipped = shard_frame(dest, "image")
+    sharded = scan_regression_frame(dest, frame, dest, *args, layout="shards", skipped=skipped)
+    columns = ["target", "group", "width", "height", "mode", "site"]
+    assert sharded.samples[columns].equals(loose.samples[columns])
+    assert sources(dest, sharded.samples) == loose.samples["path"].tolist()
+    assert [s["reason"] for s in sharded.skipped] == ["missing target"]

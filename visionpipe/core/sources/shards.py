@@ -21,7 +21,9 @@ import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -61,29 +63,37 @@ def sample_key(name: str) -> tuple[str, str]:
     return str(path.with_name(stem)), ext.lower()
 
 
-def _label(members: dict[str, str], shard: Path, label_key: str) -> tuple[str | None, str]:
-    """(label, split) of a sample: the label from its ``.cls`` member, else its ``.json``
-    member's ``label_key`` (None when neither has one); the split from the ``.json``."""
-    label, split = None, ""
+@dataclass
+class ShardSample:
+    """One complete sample: its image member's path relative to the data folder, its label
+    (None when it has none), the split it names ("" when none) and its ``.json`` fields."""
+
+    path: str
+    label: str | None
+    split: str
+    record: dict[str, Any]
+
+
+def _read_sample(shard: Path, members: dict[str, str], label_key: str) -> tuple[dict, str | None]:
+    """The sample's ``.json`` fields and its label: the ``.cls`` member, else the ``.json``
+    field ``label_key``."""
+    record: Any = {}
     if "json" in members:
         try:
             record = json.loads(shards.read_bytes(shard / members["json"]))
         except (ValueError, UnicodeDecodeError):
-            record = None
-        if isinstance(record, dict):
-            value = record.get(label_key)
-            label = None if value is None or str(value).strip() == "" else str(value).strip()
-            split = str(record.get("split") or "")
+            record = {}
+    record = record if isinstance(record, dict) else {}
+    value = record.get(label_key)
+    label = None if value is None or str(value).strip() == "" else str(value).strip()
     if "cls" in members:
         text = shards.read_bytes(shard / members["cls"]).decode("utf-8", errors="replace")
         label = text.strip() or None
-    return label, split
+    return record, label
 
 
-def _samples(
-    root: Path, shard: Path, label_key: str, skipped: list[dict]
-) -> list[tuple[str, str, str]]:
-    """(member path relative to root, label, split) of one shard's complete samples."""
+def _samples(root: Path, shard: Path, label_key: str, skipped: list[dict]) -> list[ShardSample]:
+    """One shard's complete samples; what is not one goes to ``skipped`` with the reason."""
     rel_shard = shard.relative_to(root).as_posix()
     try:
         index = shards.index(shard)
@@ -112,21 +122,39 @@ def _samples(
     out = []
     for key, members in by_key.items():
         images = [n for e, n in members.items() if f".{e.rsplit('.', 1)[-1]}" in IMAGE_EXTENSIONS]
-        where = f"{rel_shard}/{key}"
         if len(images) != 1:
             found = ", ".join(sorted(members.values()))
             why = "no image member" if not images else f"{len(images)} image members"
-            skipped.append({"path": where, "reason": f"{why} in the sample ({found})"})
+            skipped.append(
+                {"path": f"{rel_shard}/{key}", "reason": f"{why} in the sample ({found})"}
+            )
             continue
-        label, split = _label(members, shard, label_key)
-        if label is None:
-            why = f"missing label (no .cls, no '{label_key}' in .json)"
-            skipped.append({"path": where, "reason": why})
-            continue
+        record, label = _read_sample(shard, members, label_key)
+        split = str(record.get("split") or "")
         if split and split not in SPLIT_NAMES:
             raise DataError(f"{shard}: sample {key}: split '{split}' is not train, val or test")
-        out.append((f"{rel_shard}/{images[0]}", label, split))
+        out.append(ShardSample(f"{rel_shard}/{images[0]}", label, split, record))
     return out
+
+
+def read_samples(root: Path, label_key: str = "label") -> tuple[list[ShardSample], list[dict]]:
+    """Every complete sample of the shards under ``root``, and what was set aside."""
+    files = shard_files(root)
+    if not files:
+        raise DataError(f"{root}: no .tar shards found")
+    skipped: list[dict] = []
+    samples = [s for shard in files for s in _samples(root, shard, label_key, skipped)]
+    return samples, skipped
+
+
+def shard_frame(root: str | Path, image_column: str) -> tuple[pd.DataFrame, list[dict]]:
+    """The samples' ``.json`` fields as a table (one row per sample, in shard order) whose
+    ``image_column`` is the image member's path: what a regression scan reads a sheet for."""
+    samples, skipped = read_samples(Path(root))
+    frame = pd.DataFrame([{**s.record, image_column: s.path} for s in samples])
+    if frame.empty:
+        frame = pd.DataFrame(columns=[image_column])
+    return frame, skipped
 
 
 def scan_shards(
@@ -135,11 +163,14 @@ def scan_shards(
     """Scan a folder of shards like a folder of class folders: every image decoded once,
     the unusable ones skipped with the reason; DataError (one line) when nothing can train."""
     root = Path(root)
-    files = shard_files(root)
-    if not files:
-        raise DataError(f"{root}: no .tar shards found")
-    skipped: list[dict] = []
-    candidates = [s for shard in files for s in _samples(root, shard, label_key, skipped)]
+    found, skipped = read_samples(root, label_key)
+    candidates = []
+    for sample in found:
+        if sample.label is None:
+            why = f"missing label (no .cls, no '{label_key}' in .json)"
+            skipped.append({"path": sample.path, "reason": why})
+        else:
+            candidates.append((sample.path, sample.label, sample.split))
     splits = {split for _, _, split in candidates}
     if splits - {""} and "" in splits:
         raise DataError(f"{root}: some samples name a split and others do not; name all or none")

@@ -367,12 +367,40 @@ def scan_regression_table(
     The manifest has ``REGRESSION_COLUMNS`` (target float, group text: plant 7 is "7", "" with
     no group column, split "") then the ``metadata_columns`` as read; ``classes`` is empty.
     """
-    if isinstance(metadata_columns, str):
-        metadata_columns = [metadata_columns]
-    metadata = list(dict.fromkeys(str(c) for c in metadata_columns))
     root, path = _locate_table(root, table)
     images = images_folder(root, images)
     frame = read_table(path, sheet)
+    return scan_regression_frame(
+        root,
+        frame,
+        path,
+        image_column,
+        target_column,
+        group_column,
+        metadata_columns,
+        workers,
+        images,
+    )
+
+
+def scan_regression_frame(
+    root: Path,
+    frame: pd.DataFrame,
+    path: Path,
+    image_column: str = "image",
+    target_column: str = "target",
+    group_column: str = "",
+    metadata_columns: Sequence[str] = (),
+    workers: int = 4,
+    images: str = "",
+    layout: str = "table",
+    skipped: list[dict] | None = None,
+) -> ScanResult:
+    """:func:`scan_regression_table` on rows already read (``path`` names them in messages;
+    ``skipped``: what the reader already set aside)."""
+    if isinstance(metadata_columns, str):
+        metadata_columns = [metadata_columns]
+    metadata = list(dict.fromkeys(str(c) for c in metadata_columns))
     keys = {"data.image_column": image_column, "data.target_column": target_column}
     if group_column:
         keys["data.group_column"] = group_column
@@ -391,7 +419,7 @@ def scan_regression_table(
             f"manifest column ({', '.join(REGRESSION_COLUMNS)}); rename it in the table"
         )
 
-    skipped: list[dict] = []
+    skipped = list(skipped or [])
     candidates: list[tuple[Any, int, str, float, str]] = []  # (index, row, rel, target, group)
     first_row: dict[str, int] = {}
     groups = frame[group_column] if group_column else pd.Series("", index=frame.index)
@@ -423,7 +451,7 @@ def scan_regression_table(
             width, height, mode = result
             rows.append((rel, target, group, "", width, height, mode))
             kept.append(index)
-    skipped.sort(key=lambda item: item["row"])
+    skipped.sort(key=lambda item: item.get("row", 0))
     if len(rows) < MIN_REGRESSION_ROWS:
         kinds = [_skip_kind(item["reason"]) for item in skipped]
         why = ", ".join(
@@ -444,10 +472,9 @@ def scan_regression_table(
         log.warning("%s: dropped %d row(s) without a target", path, n_missing)
     for item in skipped:
         if item["reason"] != MISSING_TARGET:
-            log.warning(
-                "skipped %s row %d (%s): %s", path, item["row"], item["path"], item["reason"]
-            )
-    return ScanResult(root, "table", [], samples, skipped)
+            where = f"row {item['row']} " if "row" in item else ""
+            log.warning("skipped %s %s(%s): %s", path, where, item["path"], item["reason"])
+    return ScanResult(root, layout, [], samples, skipped)
 
 
 def regression_report(scan: ScanResult) -> dict:

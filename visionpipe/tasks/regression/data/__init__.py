@@ -10,7 +10,12 @@ import pandas as pd
 
 from visionpipe.core.errors import UserError
 from visionpipe.core.sources.folder import ScanResult
-from visionpipe.core.sources.table import regression_report, scan_regression_table
+from visionpipe.core.sources.shards import holds_shards, shard_frame
+from visionpipe.core.sources.table import (
+    regression_report,
+    scan_regression_frame,
+    scan_regression_table,
+)
 from visionpipe.core.task import TaskData
 from visionpipe.tasks.regression.data.eda import regression_eda
 from visionpipe.tasks.regression.data.split import split_regression
@@ -19,10 +24,26 @@ from visionpipe.tasks.regression.data.split import split_regression
 class RegressionData(TaskData):
     def scan(self, params: Any) -> tuple[ScanResult, dict]:
         d = params.data
+        if not d.table and holds_shards(d.path):  # tar shards: targets in each .json
+            root = Path(d.path)
+            frame, skipped = shard_frame(root, d.image_column)
+            result = scan_regression_frame(
+                root,
+                frame,
+                root,
+                d.image_column,
+                d.target_column,
+                d.group_column,
+                d.metadata_columns,
+                layout="shards",
+                skipped=skipped,
+            )
+            return result, regression_report(result)
         if not d.table:
             raise UserError(
                 "data.table: regression reads its targets from a table (.csv, .xlsx) inside "
-                f"data.path ({d.path}); set data.table and data.target_column"
+                f"data.path ({d.path}) or tar shards (python -m visionpipe.pack); set "
+                "data.table and data.target_column"
             )
         result = scan_regression_table(
             d.path,
