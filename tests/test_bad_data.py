@@ -118,7 +118,7 @@ def test_detection_boxes_land_on_the_displayed_pixels(tmp_path: Path) -> None:
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     scan = scan_coco(tmp_path, "ann.json", "state", STATES, workers=1)
     assert scan.report["images"]["size_mismatch"] == 0
-    split = load_split(tmp_path, scan.coco, STATES, min_size=20, max_size=20, workers=1)
+    split = load_split(tmp_path, scan.coco, STATES, min_size=20, max_size=20)
     image, (x1, y1, x2, y2) = split.images[0], split.targets[0]["boxes"][0].round().int().tolist()
     assert image.shape[-2:] == (20, 10)  # scaled by 0.5, aspect kept
     assert image[0, y1:y2, x1:x2].float().mean() > 180

@@ -7,6 +7,7 @@ import pytest
 
 from tests.e2e import TINY, copy_built, dvc_json, numbers, run, train_on_two_nodes
 from visionpipe.core.checkpoint import read_checkpoint
+from visionpipe.core.runtime import cpu_count
 
 # one worker builds the detection repo for both tests (pytest-xdist --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("detection")
@@ -150,6 +151,7 @@ def test_detection_trains_on_two_nodes(detection_repo, tmp_path):
     main = nodes[train_on_two_nodes(nodes)]
     _, meta = read_checkpoint(main / "models/model.pt")
     assert meta["distributed"] == {"processes": 4, "backend": "gloo"}
+    assert meta["threads"] == max(1, cpu_count() // 2)  # this node's cores, over its 2 processes
     assert meta["history"][0]["val_map"] >= 0.0
     run(main, "dvc", "repro", "evaluate")
     assert "map_50" in json.loads((main / "results/evaluate/metrics.json").read_text())

@@ -15,6 +15,7 @@ import yaml
 
 from tests.e2e import TINY, copy_built, dvc_json, env, run, train_on_two_nodes
 from visionpipe.core.checkpoint import read_checkpoint
+from visionpipe.core.runtime import cpu_count
 
 
 @pytest.fixture
@@ -138,6 +139,7 @@ def test_two_nodes_of_two_processes_through_torchrun(built_repo, tmp_path):
     main = nodes[train_on_two_nodes(nodes)]
     _, meta = read_checkpoint(main / "models/model.pt")
     assert meta["distributed"] == {"processes": 4, "backend": "gloo"}
+    assert meta["threads"] == max(1, cpu_count() // 2)  # this node's cores, over its 2 processes
     assert len(meta["history"]) == 2
     f1 = (main / "results/train/plots/metrics/val/f1_macro.tsv").read_text().splitlines()
     assert len(f1) == 3  # a header and one row per epoch: rank 0 alone logs

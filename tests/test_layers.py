@@ -26,6 +26,7 @@ def layer(path: str) -> str:
         "visionpipe/predict.py",
         "visionpipe/simulate.py",
         "visionpipe/init.py",
+        "visionpipe/pack.py",
     ):
         return "entry"
     if path == "visionpipe/tasks/__init__.py":

@@ -157,6 +157,12 @@ def test_the_decoded_cache_reads_members_and_keys_them_cheaply(tmp_path):
     originals = load_images(raw, scan_folder(raw).samples["path"].tolist(), 16)
     assert torch.equal(disk[:], originals)
     key, _ = quick_key(dest, paths, 16)
+    real = shards.read_bytes
+    shards.read_bytes = lambda *a: (_ for _ in ()).throw(AssertionError("read a member"))
+    try:  # the stat key reads no member's bytes
+        assert quick_key(dest, paths, 16)[0] == key
+    finally:
+        shards.read_bytes = real
     pack.write_shards(pack.folder_samples(raw), dest, 5)  # repacked: other shards, offsets
     assert quick_key(dest, paths, 16)[0] != key
 
@@ -286,3 +292,34 @@ def test_a_regression_table_round_trips_with_targets_groups_and_metadata(tmp_pat
     assert sharded.samples[columns].equals(loose.samples[columns])
     assert sources(dest, sharded.samples) == loose.samples["path"].tolist()
     assert [s["reason"] for s in sharded.skipped] == ["missing target"]
+
+
+def test_members_named_dot_slash_or_outside_the_shard(tmp_path):
+    """``tar -C dir .`` writes ``./a.png``; a name with ``..`` or ``/`` in front would lead
+    outside the shard: the first reads as ``a.png``, the others are listed, never read."""
+    dest = tmp_path / "shards"
+    tar_with(
+        dest / "a.tar",
+        [
+            ("./1.png", png(10)),
+            ("./1.cls", b"x"),
+            ("./2.png", png(90)),
+            ("./2.json", b'{"label": "y"}'),
+            ("../3.png", png(50)),
+            ("/4.png", png(60)),
+        ],
+    )
+    result = scan_shards(dest)
+    assert sorted(result.samples["path"]) == ["a.tar/1.png", "a.tar/2.png"]
+    assert sorted(result.samples["label"]) == ["x", "y"]
+    outside = [s["path"] for s in result.skipped if "outside the shard" in s["reason"]]
+    assert outside == ["a.tar/../3.png", "a.tar//4.png"]
+
+
+def test_a_member_that_does_not_decode_is_named_in_the_reason(tmp_path):
+    dest = tmp_path / "shards"
+    tar_with(dest / "a.tar", [("1.png", b"nope"), ("1.cls", b"x")])
+    from visionpipe.core.sources.folder import check_image
+
+    reason = check_image(dest / "a.tar/1.png", dest)
+    assert "a.tar/1.png" in reason and "BytesIO" not in reason

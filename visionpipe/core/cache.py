@@ -21,6 +21,7 @@ and decoded again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from visionpipe.core import shards
-from visionpipe.core.errors import DataError
+from visionpipe.core.errors import DataError, WriteFailed
 from visionpipe.core.images import decode_scaled_array, iter_decoded, iter_mapped, load_images
 from visionpipe.core.io import atomic_path
 
@@ -76,8 +77,8 @@ def quick_key(root: Path, paths: Sequence[str], size: int | str) -> tuple[str, f
     newest = 0.0
     for rel in paths:
         try:
-            size, mtime_ns = shards.stat_facts(root / rel)  # a file, or a shard's member
-            digest.update(f"{rel}\0{size}\0{mtime_ns}\n".encode())
+            size, mtime_ns, offset = shards.stat_facts(root / rel)  # a file, or a member
+            digest.update(f"{rel}\0{size}\0{mtime_ns}\0{offset}\n".encode())
             newest = max(newest, mtime_ns / 1e9)
         except (OSError, DataError):
             digest.update(f"{rel}\0missing\n".encode())
@@ -114,8 +115,9 @@ class DiskImages:
         actual = self.path.stat().st_size
         if actual != expected:
             raise BrokenEntry(f"{actual} bytes where {shape[0]} images take {expected}: cut short")
-        self._fd: int | None = None
-        self._pid = -1
+        # opened now: an entry pruned by another process later stays readable through it
+        # (pread ignores the file position, so a forked worker shares it safely)
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -125,11 +127,12 @@ class DiskImages:
         return torch.uint8
 
     def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        if self._fd is None:  # unpickled in another process
+            self._fd = os.open(self.path, os.O_RDONLY)
         return self._fd
 
     def __getitem__(self, key: Any) -> torch.Tensor:
+        _refuse_masks(key)
         if isinstance(key, torch.Tensor | np.ndarray) and key.ndim == 0:
             key = int(key)  # one element of an index tensor, as a loop over it gives
         if isinstance(key, int | np.integer):
@@ -151,19 +154,33 @@ class DiskImages:
             end = start + 1
             while end < len(rows) and rows[end] == rows[end - 1] + 1:
                 end += 1
-            view = memoryview(flat[start:end]).cast("B")
-            got = os.preadv(fd, [view], self.offset + rows[start] * self.row)
-            if got != len(view):
-                raise OSError(f"{self.path}: cache entry shorter than its header says")
+            _read_fully(fd, flat[start:end], self.offset + rows[start] * self.row, self.path)
             start = end
         return torch.from_numpy(out)
 
     def __getstate__(self) -> dict[str, Any]:  # a spawned process opens the file again
-        return {**self.__dict__, "_fd": None, "_pid": -1}
+        return {**self.__dict__, "_fd": None}
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+        if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
+
+
+def _read_fully(fd: int, into: np.ndarray, offset: int, path: Path) -> None:
+    """Fill ``into`` from the file at ``offset`` (one call reads at most about 2 GiB)."""
+    view = memoryview(into.reshape(-1)).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"{path}: cache entry shorter than its header says")
+        done += got
+
+
+def _refuse_masks(key: Any) -> None:
+    """A boolean mask would be taken as rows 0 and 1: refuse it rather than read wrong rows."""
+    if isinstance(key, torch.Tensor | np.ndarray) and key.dtype in (torch.bool, np.bool_):
+        raise TypeError("boolean masks are not supported: index with the rows' numbers")
 
 
 class ConcatImages:
@@ -180,12 +197,16 @@ class ConcatImages:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> torch.Tensor:
+        _refuse_masks(key)
         if isinstance(key, torch.Tensor | np.ndarray) and key.ndim == 0:
             key = int(key)
         if isinstance(key, int | np.integer):
             return self[torch.tensor([range(len(self))[key]])][0]
         rows = torch.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key)
         rows = rows.reshape(-1).long()
+        if len(rows) and (int(rows.min()) < -len(self) or int(rows.max()) >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} images")
+        rows = rows % max(len(self), 1)
         out = torch.empty((len(rows), *self.shape[1:]), dtype=torch.uint8)
         part_of = np.searchsorted(self.starts, rows.numpy(), side="right") - 1
         for part in np.unique(part_of):
@@ -225,15 +246,14 @@ class RaggedImages:
         if len(index) and (index[:, 0].min() < 0 or ends.max() > start):
             raise BrokenEntry("an image's bytes lie outside the file: cut short")
         self.index = index
-        self._fd: int | None = None
-        self._pid = -1
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
         return self._fd
 
     def __getitem__(self, key: Any) -> torch.Tensor | list[torch.Tensor]:
@@ -241,19 +261,17 @@ class RaggedImages:
             return [self[i] for i in range(len(self))[key]]
         offset, c, h, w = (int(v) for v in self.index[range(len(self))[int(key)]])
         out = np.empty((c, h, w), dtype=np.uint8)
-        view = memoryview(out.reshape(-1)).cast("B")
-        if os.preadv(self._file(), [view], offset) != len(view):
-            raise OSError(f"{self.path}: cache entry shorter than its index says")
+        _read_fully(self._file(), out, offset, self.path)
         return torch.from_numpy(out)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fd": None, "_pid": -1}
+        return {**self.__dict__, "_fd": None}
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+        if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
 
 
@@ -287,7 +305,25 @@ def cached_images(
             fh.write(array.tobytes())
 
     found = _cached(root, paths, str(size), ".npy", read, write, desc, directory, check)
-    return found if found is not None else load_images(root, paths, size, desc=desc)
+    if found is not None:
+        return found
+    _fits_in_memory(len(paths) * 3 * size * size, directory or cache_dir())
+    return load_images(root, paths, size, desc=desc)
+
+
+def _fits_in_memory(nbytes: int, directory: Path) -> None:
+    """One line instead of running out of memory when the cache cannot be written and the
+    split's decoded pixels would take over half of the memory that is free."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > free / 2:
+        raise WriteFailed(
+            f"{directory}: cannot write the decoded-image cache there, and the split's "
+            f"{nbytes / 2**30:.1f} GiB of decoded images do not fit in memory "
+            f"({free / 2**30:.1f} GiB free); set VISIONPIPE_CACHE to a folder on a disk with room"
+        )
 
 
 def cached_scaled(
@@ -344,6 +380,7 @@ def _cached(
     if check not in CHECKS:
         raise ValueError(f"check must be one of {CHECKS}, not {check!r}")
     directory = directory or cache_dir()
+    started = time.time()
     quick, newest = quick_key(root, paths, tag) if check == "stat" else (None, 0.0)
     if quick is not None:
         try:
@@ -358,9 +395,14 @@ def _cached(
     images = _open(path, read, desc, len(paths)) or _write(path, read, write)
     if images is None:  # a read-only or full disk only costs memory and speed
         return None
-    # a file written in the last seconds may change again within its clock's resolution
-    # without its size or time changing (git's "racy" files): such a split keeps hashing
-    if quick is not None and time.time() - newest > RACY_SECONDS:
+    # a file written in the seconds before its stat may change again within its clock's
+    # resolution without its size or time changing (git's "racy" files): such a split keeps
+    # hashing; and the alias is written only if no file changed while it was hashed
+    if (
+        quick is not None
+        and started - newest > RACY_SECONDS
+        and quick_key(root, paths, tag)[0] == quick
+    ):
         _write_alias(directory, quick, key)
     return images
 
@@ -372,9 +414,11 @@ def _open(path: Path, read: Callable[[Path], Any], desc: str, n: int) -> Any:
         images = read(path)
     except (OSError, BrokenEntry) as exc:
         log.warning("cache entry %s is broken (%s): decoding again", path, exc)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a shared cache written by someone else
+            path.unlink(missing_ok=True)
         return None
-    os.utime(path)  # most recently used
+    with contextlib.suppress(OSError):  # not ours to touch in a shared cache: still readable
+        os.utime(path)  # most recently used (pruning keeps it)
     log.info("%s: %d images from the cache %s", desc, n, path)
     return images
 

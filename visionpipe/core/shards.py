@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class ShardIndex:
     path: Path
     members: dict[str, tuple[int, int]] = field(default_factory=dict)  # name: (offset, size)
     clashes: list[str] = field(default_factory=list)  # names found more than once
+    unsafe: list[str] = field(default_factory=list)  # absolute names, or names with ..
     truncated: str = ""  # why the shard's end is unreadable ("": whole)
 
 
@@ -66,12 +68,16 @@ def _build_index(path: Path, file_size: int) -> ShardIndex:
                 end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 if not info.isfile():
                     continue
+                name = posixpath.normpath(info.name)  # "./a.png" (tar -C dir .) is "a.png"
+                if name.startswith(("/", "../")) or name == "..":
+                    out.unsafe.append(info.name)  # would resolve outside the shard
+                    continue
                 if info.offset_data + info.size > file_size:
                     out.truncated = f"ends inside member {info.name}"
                     break
-                if info.name in seen:
-                    out.clashes.append(info.name)
-                seen[info.name] = (info.offset_data, info.size)
+                if name in seen:
+                    out.clashes.append(name)
+                seen[name] = (info.offset_data, info.size)
     except tarfile.ReadError as exc:
         if not seen:
             raise DataError(f"{path}: not a readable tar shard ({exc})") from None
@@ -140,9 +146,20 @@ def read_bytes(path: str | Path) -> bytes:
     return data
 
 
+class MemberBytes(io.BytesIO):
+    """A member's bytes that print as its path, so a decoder's message names the member."""
+
+    def __init__(self, data: bytes, path: str | Path):
+        super().__init__(data)
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return repr(self.path)
+
+
 def open_file(path: str | Path) -> io.BytesIO | Path:
     """What a decoder opens: the path itself, or a shard member's bytes in memory."""
-    return io.BytesIO(read_bytes(path)) if split_member(path) is not None else Path(path)
+    return MemberBytes(read_bytes(path), path) if split_member(path) is not None else Path(path)
 
 
 def is_file(path: str | Path) -> bool:
@@ -156,11 +173,11 @@ def is_file(path: str | Path) -> bool:
         return False
 
 
-def stat_facts(path: str | Path) -> tuple[int, int]:
-    """(size, modification time in ns) of a file; for a member, its size and its shard's time
-    and offset folded together, so a repacked shard changes them."""
+def stat_facts(path: str | Path) -> tuple[int, int, int]:
+    """(size, modification time in ns, offset) of a file (offset 0), or of a member (its
+    shard's time, its place in the shard), so a repacked shard changes them."""
     if split_member(path) is None:
         st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
+        return st.st_size, st.st_mtime_ns, 0
     shard_index, _, (offset, size) = _locate(path)
-    return size, shard_index.path.stat().st_mtime_ns ^ offset
+    return size, shard_index.path.stat().st_mtime_ns, offset

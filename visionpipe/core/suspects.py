@@ -110,9 +110,7 @@ def value_suspects(features: np.ndarray, values: np.ndarray, folds: int, seed: i
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 4, 12)))
-    found = CleanLearning(model, cv_n_folds=max(2, folds), seed=seed).find_label_issues(
-        features, values
-    )
+    found = CleanLearning(model, cv_n_folds=folds, seed=seed).find_label_issues(features, values)
     return pd.DataFrame(
         {
             "score": found["label_quality"].to_numpy(),

@@ -357,7 +357,7 @@ def shard_folder(root: Path) -> Layout | None:
     elif (first := next((n for n in names if n.endswith(".json")), None)) is not None:
         try:
             record = json.loads(shards.read_bytes(files[0] / first))
-        except ValueError:
+        except (OSError, ValueError):
             record = {}
         source = record.get("source")  # the image's path, also in the table's image column
         keys = [k for k, v in record.items() if isinstance(v, str) and v != source]

@@ -73,11 +73,11 @@ class ImageTask(TaskModel):
 
     def confidences(
         self, outputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per image, the confidence a deployed model reports and whether its prediction is
-        right (what a low-confidence threshold target is resolved on); None for a task
-        whose predictions carry no confidence."""
-        return None
+        right (what a low-confidence threshold target is resolved on); only asked of a task
+        whose ``reports_confidence`` is true."""
+        raise NotImplementedError(f"{self.name} predictions carry no confidence")
 
     @abstractmethod
     def parity(self, reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:

@@ -81,13 +81,16 @@ def _read_sample(shard: Path, members: dict[str, str], label_key: str) -> tuple[
     if "json" in members:
         try:
             record = json.loads(shards.read_bytes(shard / members["json"]))
-        except (ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError):
             record = {}
     record = record if isinstance(record, dict) else {}
     value = record.get(label_key)
     label = None if value is None or str(value).strip() == "" else str(value).strip()
     if "cls" in members:
-        text = shards.read_bytes(shard / members["cls"]).decode("utf-8", errors="replace")
+        try:
+            text = shards.read_bytes(shard / members["cls"]).decode("utf-8", errors="replace")
+        except OSError:
+            text = ""
         label = text.strip() or None
     return record, label
 
@@ -107,6 +110,10 @@ def _samples(root: Path, shard: Path, label_key: str, skipped: list[dict]) -> li
                 "reason": f"shard cut short ({index.truncated}): what followed is lost, "
                 f"the {len(index.members)} whole member(s) before it are used",
             }
+        )
+    for name in index.unsafe:
+        skipped.append(
+            {"path": f"{rel_shard}/{name}", "reason": "member name leads outside the shard"}
         )
     for name in index.clashes:
         skipped.append(

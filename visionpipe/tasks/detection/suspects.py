@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from visionpipe.core.coco import part_names, read_split_coco
 from visionpipe.core.images import open_rgb
@@ -43,10 +43,39 @@ def crop(image: Image.Image, bbox: list[float], size: int) -> np.ndarray:
     return np.asarray(part, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+class BoxCrops:
+    """The boxes' crops, cut when asked (``crops[index_tensor]``: N x 3 x size x size uint8),
+    so the stage holds no more than a batch of them; consecutive boxes of one image decode it
+    once."""
+
+    def __init__(self, root: Path, boxes: list[tuple[str, list[float]]], size: int):
+        self.root, self.boxes, self.size = root, boxes, size
+        self.shape = torch.Size((len(boxes), 3, size, size))
+        self._last: tuple[str, Image.Image] | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def _image(self, path: str) -> Image.Image:
+        if self._last is None or self._last[0] != path:
+            self._last = (path, open_rgb(self.root / path))
+        return self._last[1]
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        if isinstance(key, int) or (isinstance(key, torch.Tensor) and key.ndim == 0):
+            return self[torch.tensor([int(key)])][0]
+        rows = torch.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key)
+        out = torch.empty((len(rows), 3, self.size, self.size), dtype=torch.uint8)
+        for i, row in enumerate(rows.reshape(-1).tolist()):
+            path, bbox = self.boxes[row]
+            out[i] = torch.from_numpy(crop(self._image(path), bbox, self.size))
+        return out
+
+
 def box_items(root: Path, splits: Path, size: int) -> tuple[LabelledItems, list[str]]:
     """Every annotated box of every split, its crop and its state (or, without states, its
     part); and the states (``[]`` for a plain detector)."""
-    rows, crops, states = [], [], []
+    rows, boxes, states = [], [], []
     for name in SPLITS:
         coco = read_split_coco(splits, name)
         states = [str(s) for s in coco.get("states", [])]
@@ -56,12 +85,8 @@ def box_items(root: Path, splits: Path, size: int) -> tuple[LabelledItems, list[
         by_image: dict[int, list[dict]] = {}
         for ann in coco["annotations"]:
             by_image.setdefault(int(ann["image_id"]), []).append(ann)
-        for image in tqdm(coco["images"], desc=f"cropping {name}", unit="img"):
-            anns = by_image.get(int(image["id"]), [])
-            if not anns:
-                continue
-            decoded = open_rgb(root / image["file_name"])
-            for ann in anns:
+        for image in coco["images"]:
+            for ann in by_image.get(int(image["id"]), []):
                 part = parts[int(ann["category_id"])]
                 label = ann["attributes"]["state"] if states else part
                 x, y, w, h = (round(float(v)) for v in ann["bbox"])
@@ -73,10 +98,9 @@ def box_items(root: Path, splits: Path, size: int) -> tuple[LabelledItems, list[
                         "label": states[label] if isinstance(label, int) else str(label),
                     }
                 )
-                crops.append(torch.from_numpy(crop(decoded, ann["bbox"], size)))
-    images = torch.stack(crops) if crops else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+                boxes.append((image["file_name"], ann["bbox"]))
     kind = "state" if states else "part"
-    return LabelledItems(pd.DataFrame(rows), images, "class", kind), states
+    return LabelledItems(pd.DataFrame(rows), BoxCrops(root, boxes, size), "class", kind), states
 
 
 def suspects(params: Params, args: argparse.Namespace) -> None:
