@@ -1,11 +1,12 @@
 """End to end: base.task=detection through the real `dvc repro` on a few tiny composed panels."""
 
 import json
+import sys
 
 import pandas as pd
 import pytest
 
-from tests.e2e import TINY, copy_built, dvc_json, numbers, run, train_on_two_nodes
+from tests.e2e import TINY, copy_built, dvc_json, numbers, run, set_params, train_on_two_nodes
 from visionpipe.core.checkpoint import read_checkpoint
 from visionpipe.core.runtime import cpu_count
 
@@ -155,6 +156,26 @@ def test_detection_trains_on_two_nodes(detection_repo, tmp_path):
     assert meta["history"][0]["val_map"] >= 0.0
     run(main, "dvc", "repro", "evaluate")
     assert "map_50" in json.loads((main / "results/evaluate/metrics.json").read_text())
+
+
+def test_detection_reads_a_coco_set_packed_into_shards(detection_repo, tmp_path):
+    """`python -m visionpipe.pack --annotations`: the panels in tar shards, the annotations
+    rewritten beside them; the pipeline trains and evaluates from the shards with the same
+    images and boxes as the loose files."""
+    repo = copy_built(detection_repo, tmp_path / "shards")
+    loose = json.loads((repo / "results/prepare/data_report.json").read_text())
+    cmd = [sys.executable, "-m", "visionpipe.pack", "data/raw", "data/panel_shards"]
+    run(repo, *cmd, "--annotations", "panels.json", "--shard-size", "3")
+    overrides = {"data": {"path": "data/panel_shards", "annotations": "annotations.json"}}
+    set_params(repo, overrides, "read the shards")
+    out = run(repo, "dvc", "repro", "evaluate").stdout
+    assert "Running stage 'train'" in out
+    report = json.loads((repo / "results/prepare/data_report.json").read_text())
+    assert report["images"] == loose["images"] and report["annotations"] == loose["annotations"]
+    split = json.loads((repo / "data/splits/train.json").read_text())
+    assert all(".tar/" in im["file_name"] for im in split["images"])
+    ev = json.loads((repo / "results/evaluate/metrics.json").read_text())
+    assert 0.0 <= ev["map_50"] <= 1.0
 
 
 def test_a_plain_detector_without_states(detection_repo, tmp_path):
