@@ -46,6 +46,8 @@ import pandas as pd
 import torch
 import yaml
 
+from benchmarks.scale import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 POSITIVE = ("2_likely_defective", "3_defective")
 
@@ -223,17 +225,6 @@ RUNS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "timm": run_timm,
     "yolo": run_yolo,
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -89,7 +89,50 @@ class BrokenEntry(ValueError):
     """A cache file that is not a whole decoded split (cut short, or not ours)."""
 
 
-class DiskImages:
+class _OpenedFile:
+    """A cache entry's file, opened once its header is checked: an entry pruned by another
+    process afterwards stays readable through it (pread ignores the file position, so a forked
+    worker shares it safely); a process it is pickled into opens the file again."""
+
+    path: Path
+    _fd: int | None = None
+
+    def _open_file(self) -> None:
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def _file(self) -> int:
+        if self._fd is None:  # unpickled in another process
+            self._open_file()
+        return self._fd
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+def index_rows(key: Any, n: int) -> tuple[list[int], bool]:
+    """The rows (0..n-1) an index asks for, as a tensor's indexing reads it: an int (or a 0-d
+    tensor, as a loop over an index tensor gives), a slice, or a sequence or tensor of ints,
+    negative ones counted from the end; and whether it was a single row. A boolean mask would
+    be taken as rows 0 and 1, so it is refused rather than read wrong."""
+    if isinstance(key, torch.Tensor | np.ndarray) and key.dtype in (torch.bool, np.bool_):
+        raise TypeError("boolean masks are not supported: index with the rows' numbers")
+    if isinstance(key, torch.Tensor | np.ndarray) and key.ndim == 0:
+        key = int(key)
+    if isinstance(key, int | np.integer):
+        return [range(n)[key]], True  # IndexError past either end
+    if isinstance(key, slice):
+        return list(range(n)[key]), False
+    rows = torch.as_tensor(key, dtype=torch.long).reshape(-1)
+    if len(rows) and (int(rows.min()) < -n or int(rows.max()) >= n):
+        raise IndexError(f"index out of range for {n} images")
+    return (rows % max(n, 1)).tolist(), False
+
+
+class DiskImages(_OpenedFile):
     """A decoded split in a ``.npy`` file (N x 3 x S x S, uint8), indexed like a tensor:
     ``images[i]``, ``images[a:b]`` and ``images[index_tensor]`` read just those rows."""
 
@@ -115,35 +158,15 @@ class DiskImages:
         actual = self.path.stat().st_size
         if actual != expected:
             raise BrokenEntry(f"{actual} bytes where {shape[0]} images take {expected}: cut short")
-        # opened now: an entry pruned by another process later stays readable through it
-        # (pread ignores the file position, so a forked worker shares it safely)
-        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self._open_file()
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.uint8
-
-    def _file(self) -> int:
-        if self._fd is None:  # unpickled in another process
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd
-
     def __getitem__(self, key: Any) -> torch.Tensor:
-        _refuse_masks(key)
-        if isinstance(key, torch.Tensor | np.ndarray) and key.ndim == 0:
-            key = int(key)  # one element of an index tensor, as a loop over it gives
-        if isinstance(key, int | np.integer):
-            index = range(len(self))[key]  # negative indices, IndexError past the end
-            return self._read([index])[0]
-        if isinstance(key, slice):
-            return self._read(range(len(self))[key])
-        rows = torch.as_tensor(key, dtype=torch.long).reshape(-1)
-        if len(rows) and (int(rows.min()) < -len(self) or int(rows.max()) >= len(self)):
-            raise IndexError(f"index out of range for {len(self)} images")
-        return self._read((rows % max(len(self), 1)).tolist())
+        rows, single = index_rows(key, len(self))
+        out = self._read(rows)
+        return out[0] if single else out
 
     def _read(self, rows: Sequence[int]) -> torch.Tensor:
         """The rows, in the order asked, one read per run of consecutive rows."""
@@ -158,13 +181,6 @@ class DiskImages:
             start = end
         return torch.from_numpy(out)
 
-    def __getstate__(self) -> dict[str, Any]:  # a spawned process opens the file again
-        return {**self.__dict__, "_fd": None}
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-
 
 def _read_fully(fd: int, into: np.ndarray, offset: int, path: Path) -> None:
     """Fill ``into`` from the file at ``offset`` (one call reads at most about 2 GiB)."""
@@ -175,12 +191,6 @@ def _read_fully(fd: int, into: np.ndarray, offset: int, path: Path) -> None:
         if got <= 0:
             raise OSError(f"{path}: cache entry shorter than its header says")
         done += got
-
-
-def _refuse_masks(key: Any) -> None:
-    """A boolean mask would be taken as rows 0 and 1: refuse it rather than read wrong rows."""
-    if isinstance(key, torch.Tensor | np.ndarray) and key.dtype in (torch.bool, np.bool_):
-        raise TypeError("boolean masks are not supported: index with the rows' numbers")
 
 
 class ConcatImages:
@@ -197,25 +207,17 @@ class ConcatImages:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> torch.Tensor:
-        _refuse_masks(key)
-        if isinstance(key, torch.Tensor | np.ndarray) and key.ndim == 0:
-            key = int(key)
-        if isinstance(key, int | np.integer):
-            return self[torch.tensor([range(len(self))[key]])][0]
-        rows = torch.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key)
-        rows = rows.reshape(-1).long()
-        if len(rows) and (int(rows.min()) < -len(self) or int(rows.max()) >= len(self)):
-            raise IndexError(f"index out of range for {len(self)} images")
-        rows = rows % max(len(self), 1)
+        listed, single = index_rows(key, len(self))
+        rows = torch.tensor(listed, dtype=torch.long)
         out = torch.empty((len(rows), *self.shape[1:]), dtype=torch.uint8)
         part_of = np.searchsorted(self.starts, rows.numpy(), side="right") - 1
         for part in np.unique(part_of):
             mine = torch.from_numpy(np.flatnonzero(part_of == part))
             out[mine] = self.parts[part][rows[mine] - int(self.starts[part])]
-        return out
+        return out[0] if single else out
 
 
-class RaggedImages:
+class RaggedImages(_OpenedFile):
     """Decoded images of different sizes (detection's, scaled per image) in one file:
     ``images[i]`` is a 3 x H x W uint8 tensor, a slice a list of them, read as asked.
 
@@ -246,15 +248,10 @@ class RaggedImages:
         if len(index) and (index[:, 0].min() < 0 or ends.max() > start):
             raise BrokenEntry("an image's bytes lie outside the file: cut short")
         self.index = index
-        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self._open_file()
 
     def __len__(self) -> int:
         return len(self.index)
-
-    def _file(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd
 
     def __getitem__(self, key: Any) -> torch.Tensor | list[torch.Tensor]:
         if isinstance(key, slice):
@@ -266,13 +263,6 @@ class RaggedImages:
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fd": None}
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
 
 
 #: what stages index: a file-backed split, or a tensor where no cache could be written
@@ -346,9 +336,10 @@ def cached_scaled(
             raise BrokenEntry(f"holds {len(images)} images, expected {len(paths)}")
         return images
 
+    items = [(root / rel, scale) for rel, scale in zip(paths, scales, strict=True)]
+
     def write(fh: Any) -> None:
         index = []
-        items = [(root / rel, scale) for rel, scale in zip(paths, scales, strict=True)]
         for array in iter_mapped(decode_scaled_array, items, desc=desc):
             index.append((fh.tell(), *array.shape))
             fh.write(array.tobytes())
@@ -359,7 +350,6 @@ def cached_scaled(
     found = _cached(root, paths, tag, ".ragged", read, write, desc, directory, check)
     if found is not None:
         return found
-    items = [(root / rel, scale) for rel, scale in zip(paths, scales, strict=True)]
     return [torch.from_numpy(a) for a in iter_mapped(decode_scaled_array, items, desc=desc)]
 
 

@@ -101,9 +101,8 @@ def open_checked(source: Any) -> tuple[Image.Image, str]:
     pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 million; a guard against decompression
     bombs, checked on the header before anything is decoded)."""
     try:
-        opened = source
-        if isinstance(source, str | Path) and shards.is_member(source):
-            opened = shards.open_file(source)  # a member of a tar shard: its bytes
+        # a path, or for a member of a tar shard its bytes
+        opened = shards.open_file(source) if isinstance(source, str | Path) else source
         with Image.open(opened) as img:
             limit = Image.MAX_IMAGE_PIXELS
             if limit and img.width * img.height > limit:

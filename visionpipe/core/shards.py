@@ -4,7 +4,7 @@ DVC costs about the same per tracked file, whatever its size, so a dataset of a 
 images makes every ``dvc status`` wait; packed into a few hundred tar shards
 (``python -m visionpipe.onboard.pack``) it costs per shard. The pipeline reads a member
 through a path that passes through the shard, ``shards/shard-000003.tar/00012345.png``:
-:func:`is_member` tells such a path, :func:`read_bytes` and :func:`open_file` give the
+:func:`split_member` tells such a path, :func:`read_bytes` and :func:`open_file` give the
 member's bytes without unpacking anything (each shard's member offsets are indexed once per
 process), so manifests, the decoded cache, prepare's checks and every reader of images take
 shard members and files alike.
@@ -114,28 +114,25 @@ def split_member(path: str | Path) -> tuple[Path, str] | None:
     return None
 
 
-def is_member(path: str | Path) -> bool:
-    return split_member(path) is not None
-
-
-def _locate(path: str | Path) -> tuple[ShardIndex, str, tuple[int, int]]:
-    found = split_member(path)
-    if found is None:
-        raise FileNotFoundError(f"{path}: not a member of a tar shard")
+def _locate(path: str | Path, found: tuple[Path, str]) -> tuple[ShardIndex, tuple[int, int]]:
+    """The member's shard index and (offset, size); ``found``: ``split_member(path)``."""
     shard, name = found
     shard_index = index(shard)
     where = shard_index.members.get(name)
     if where is None:
         why = "appears more than once in" if name in shard_index.clashes else "is not in"
         raise FileNotFoundError(f"{path}: member {name} {why} {shard}")
-    return shard_index, name, where
+    return shard_index, where
 
 
 def read_bytes(path: str | Path) -> bytes:
     """The bytes of a file, or of a shard member."""
-    if split_member(path) is None:
-        return Path(path).read_bytes()
-    shard_index, _, (offset, size) = _locate(path)
+    found = split_member(path)
+    return Path(path).read_bytes() if found is None else _member_bytes(path, found)
+
+
+def _member_bytes(path: str | Path, found: tuple[Path, str]) -> bytes:
+    shard_index, (offset, size) = _locate(path, found)
     fd = os.open(shard_index.path, os.O_RDONLY)
     try:
         data = os.pread(fd, size, offset)
@@ -159,15 +156,19 @@ class MemberBytes(io.BytesIO):
 
 def open_file(path: str | Path) -> io.BytesIO | Path:
     """What a decoder opens: the path itself, or a shard member's bytes in memory."""
-    return MemberBytes(read_bytes(path), path) if split_member(path) is not None else Path(path)
+    found = split_member(path)
+    return Path(path) if found is None else MemberBytes(_member_bytes(path, found), path)
 
 
 def is_file(path: str | Path) -> bool:
     """Whether ``path`` is a file, or a readable member of a shard."""
     if Path(path).is_file():
         return True
+    found = split_member(path)
+    if found is None:
+        return False
     try:
-        _locate(path)
+        _locate(path, found)
         return True
     except (OSError, DataError):
         return False
@@ -176,8 +177,9 @@ def is_file(path: str | Path) -> bool:
 def stat_facts(path: str | Path) -> tuple[int, int, int]:
     """(size, modification time in ns, offset) of a file (offset 0), or of a member (its
     shard's time, its place in the shard), so a repacked shard changes them."""
-    if split_member(path) is None:
+    found = split_member(path)
+    if found is None:
         st = os.stat(path)
         return st.st_size, st.st_mtime_ns, 0
-    shard_index, _, (offset, size) = _locate(path)
+    shard_index, (offset, size) = _locate(path, found)
     return size, shard_index.path.stat().st_mtime_ns, offset

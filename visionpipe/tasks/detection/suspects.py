@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from visionpipe.core.cache import index_rows
 from visionpipe.core.coco import part_names, read_split_coco
 from visionpipe.core.images import open_rgb
 from visionpipe.core.manifests import SPLITS
@@ -62,14 +63,12 @@ class BoxCrops:
         return self._last[1]
 
     def __getitem__(self, key: Any) -> torch.Tensor:
-        if isinstance(key, int) or (isinstance(key, torch.Tensor) and key.ndim == 0):
-            return self[torch.tensor([int(key)])][0]
-        rows = torch.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key)
+        rows, single = index_rows(key, len(self))
         out = torch.empty((len(rows), 3, self.size, self.size), dtype=torch.uint8)
-        for i, row in enumerate(rows.reshape(-1).tolist()):
+        for i, row in enumerate(rows):
             path, bbox = self.boxes[row]
             out[i] = torch.from_numpy(crop(self._image(path), bbox, self.size))
-        return out
+        return out[0] if single else out
 
 
 def box_items(root: Path, splits: Path, size: int) -> tuple[LabelledItems, list[str]]:
