@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from sklearn.metrics import f1_score
 
 from benchmarks.scale import cpu_model
 
@@ -57,7 +58,8 @@ def split(name: str) -> pd.DataFrame:
 
 
 def scores(labels: list[str], truth: list[str], probs: np.ndarray) -> dict[str, float]:
-    """4-class accuracy and the binary accuracy on the summed positive probabilities."""
+    """4-class accuracy, macro F1 and the binary accuracy on the summed positive
+    probabilities."""
     index = {c: i for i, c in enumerate(labels)}
     y = np.array([index[t] for t in truth])
     positive = [index[c] for c in POSITIVE if c in index]
@@ -65,6 +67,7 @@ def scores(labels: list[str], truth: list[str], probs: np.ndarray) -> dict[str, 
     binary_pred = probs[:, positive].sum(axis=1) >= 0.5
     return {
         "accuracy": float((probs.argmax(axis=1) == y).mean()),
+        "f1_macro": float(f1_score(y, probs.argmax(axis=1), average="macro", zero_division=0)),
         "binary_accuracy": float((binary_true == binary_pred).mean()),
     }
 
@@ -93,7 +96,11 @@ def run_pipeline(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
         cmd[0] = sys.executable  # "python -m stages.<stage> ..."
         subprocess.run(cmd, cwd=work, env=env, check=True)
     metrics = json.loads((work / "results/evaluate/metrics.json").read_text())
-    return {"accuracy": metrics["accuracy"], "binary_accuracy": metrics["binary"]["accuracy"]}
+    return {
+        "accuracy": metrics["accuracy"],
+        "f1_macro": metrics["f1_macro"],
+        "binary_accuracy": metrics["binary"]["accuracy"],
+    }
 
 
 # ---------------------------------------------------------------- plain timm
@@ -235,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recipe", default="", help="pipeline overrides: 'model.image_size=224'")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep each run's folder under this one"
+    )
     opts = parser.parse_args(argv)
     if not (REPO / "data/splits/train.csv").is_file():
         sys.exit("error: data/splits/train.csv: run `dvc repro split` first")
@@ -244,20 +254,26 @@ def main(argv: list[str] | None = None) -> None:
             print("yolo: skipped (ultralytics is not installed; see the module docstring)")
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            work = Path(tmp)
+            if opts.keep is not None:  # the trained model and results stay for a look later
+                work = opts.keep / name
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
             start = time.perf_counter()
-            result = RUNS[name](opts, Path(tmp))
+            result = RUNS[name](opts, work)
             rows.append((name, result, time.perf_counter() - start))
         print(f"{name}: {result}", flush=True)
     print(
         f"\n{cpu_model()}, {os.cpu_count()} cores; {opts.epochs} epochs at {opts.image_size} px, "
         f"batch {opts.batch_size}; recipe: {opts.recipe or 'none'}\n"
     )
-    print("| run | 4-class accuracy | binary accuracy | wall time |")
-    print("|---|---:|---:|---:|")
+    print("| run | 4-class accuracy | macro F1 | binary accuracy | wall time |")
+    print("|---|---:|---:|---:|---:|")
     for name, result, seconds in rows:
+        f1 = result.get("f1_macro")
         print(
-            f"| {name} | {result['accuracy']:.3f} | {result['binary_accuracy']:.3f} "
-            f"| {seconds / 60:.1f} min |"
+            f"| {name} | {result['accuracy']:.3f} | {'-' if f1 is None else f'{f1:.3f}'} "
+            f"| {result['binary_accuracy']:.3f} | {seconds / 60:.1f} min |"
         )
 
 

@@ -16,6 +16,7 @@ def params(positive=(), confident_threshold=0.9, draw_images=16):
     return SimpleNamespace(
         evaluate=SimpleNamespace(
             binary_positive=list(positive),
+            binary_threshold=0.5,
             confident_threshold=confident_threshold,
             draw_images=draw_images,
         ),

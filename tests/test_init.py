@@ -78,7 +78,8 @@ def test_class_folders_flat_and_presplit(tmp_path):
     assert params["base"]["task"] == "classification"
     assert params["data"]["path"] == "produce" and params["data"]["table"] == ""
     assert params["evaluate"]["binary_positive"] == [] and params["eda"]["target_vs"] == ""
-    assert params["model"]["image_size"] == 32  # 24 x 20 images: not upscaled to 160
+    assert params["model"]["image_size"] == "auto"  # resolved at train: never upscaled
+    assert "model.image_size: auto (32 px here" in proc.stdout  # 24 x 20 images: 32, not 160
     manifest, splits = prepare_and_split(tmp_path)
     assert len(manifest) == 13 and {p.name for p in splits} >= {"train.csv", "test.csv"}
 
@@ -116,7 +117,8 @@ def test_a_regression_sheet_beside_images(tmp_path):
         "metadata.xlsx",
         "plant_number",
     )
-    assert written(tmp_path)["model"]["image_size"] == 96  # median shorter side 120 -> 96
+    assert written(tmp_path)["model"]["image_size"] == "auto"
+    assert "model.image_size: auto (120 px here" in out  # the median shorter side, 120
     manifest, splits = prepare_and_split(tmp_path)
     assert len(manifest) == 15
     groups = [set(pd.read_csv(p)["group"]) for p in splits if p.suffix == ".csv"]

@@ -26,7 +26,7 @@ def with_change(path: str, value):
 
 def test_repo_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.model.arch == "efficientnet_lite0"
+    assert params.model.arch == "efficientnet_lite1"
     assert params.split.train + params.split.val + params.split.test == pytest.approx(1)
 
 
@@ -39,7 +39,11 @@ def test_repo_params_are_valid():
         ("train.epochs", 2.5, "train.epochs: expected an integer, got 2.5"),
         ("train.epochs", True, "train.epochs: expected an integer, got True"),
         ("model.pretrained", "yes", "model.pretrained: expected true or false, got 'yes'"),
-        ("model.arch", "vgg99", "model.arch: 'vgg99' is not one of efficientnet_lite0, resnet18"),
+        (
+            "model.arch",
+            "vgg99",
+            "model.arch: 'vgg99' is not one of efficientnet_lite0, efficientnet_lite1",
+        ),
         ("split.train", 1.2, "split.train: 1.2 is out of range, allowed > 0.0 and < 1.0"),
         ("split.val", 0, "split.val: 0.0 is out of range"),
         ("split.test", 0.3, "split: train + val + test must sum to 1, got 0.7 + 0.15 + 0.3"),
@@ -143,7 +147,8 @@ def test_stage_exits_with_one_line_before_work(tmp_path):
     assert proc.returncode == 2
     err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert err_lines == [
-        "error: model.arch: 'vgg99' is not one of efficientnet_lite0, resnet18, resnet34, "
-        "resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0, small_cnn"
+        "error: model.arch: 'vgg99' is not one of efficientnet_lite0, efficientnet_lite1, "
+        "efficientnet_lite2, resnet18, resnet34, resnet50, mobilenet_v3_small, "
+        "mobilenet_v3_large, efficientnet_b0, small_cnn"
     ]
     assert not (tmp_path / "live").exists()

@@ -58,12 +58,15 @@ def without_time(history):
     return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in history]
 
 
-def test_an_interrupted_fit_resumes_to_exactly_the_uninterrupted_result(tmp_path, caplog):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # with a weight average, it resumes too
+def test_an_interrupted_fit_resumes_to_exactly_the_uninterrupted_result(
+    tmp_path, caplog, ema_decay
+):
     caplog.set_level("INFO")
-    whole, _ = run(tmp_path / "whole")
+    whole, _ = run(tmp_path / "whole", ema_decay=ema_decay)
     with pytest.raises(Interrupted):
-        run(tmp_path / "cut", stop_at=2)  # epochs 1 and 2 done and saved
-    resumed, logged = run(tmp_path / "cut")
+        run(tmp_path / "cut", stop_at=2, ema_decay=ema_decay)  # epochs 1 and 2 done and saved
+    resumed, logged = run(tmp_path / "cut", ema_decay=ema_decay)
     assert "resuming after epoch 2 of 4" in caplog.text
     assert logged == [0, 1, 2, 3]  # the saved epochs are replayed to the logger, then 2 more
     assert without_time(resumed.history) == without_time(whole.history)

@@ -13,7 +13,7 @@ import torch
 
 from visionpipe.core.errors import UserError, first_line
 from visionpipe.core.io import atomic_file
-from visionpipe.core.models import ImageModel, build_model
+from visionpipe.core.models import TTA_VIEWS, ImageModel, build_model
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
@@ -59,6 +59,12 @@ def _model_from(
             hidden=meta.get("head_hidden", 0),
         )
         built.model.load_state_dict(state_dict)
+        built.model.tta = meta.get("tta", "none")  # the averaged views it was calibrated with
+        if built.model.tta not in TTA_VIEWS:
+            raise UserError(
+                f"{path}: unknown test-time augmentation {built.model.tta!r} in its metadata "
+                f"(one of {', '.join(TTA_VIEWS)})"
+            )
     except KeyError as exc:
         raise UserError(f"{path}: checkpoint metadata without {exc}") from None
     except RuntimeError as exc:  # weights of another shape than the metadata's network

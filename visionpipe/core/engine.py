@@ -131,6 +131,11 @@ class TrainHooks(ABC):
         ``requires_grad`` flags stand (the task froze what it wanted when it built it)."""
         return None
 
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        """Called as epoch ``epoch`` (0-based) starts; what it returns is logged with the
+        epoch's values as ``train_<name>`` (e.g. the size a progressive schedule trains at)."""
+        return {}
+
     @abstractmethod
     def batch_loss(
         self, model: nn.Module, idx: torch.Tensor, gen: torch.Generator
@@ -169,6 +174,43 @@ class TrainStep:
         return {k: float(v.detach()) for k, v in values.items()}
 
 
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+class WeightAverage:
+    """An exponential moving average of the weights and BatchNorm statistics
+    (``train.ema_decay``), through timm's ModelEmaV3 with its warmup: the decay at step t is
+    ``min(ema_decay, 1 - t ** -2/3)`` (0 at the first step, which copies the weights), so the
+    average follows the early, fast-changing weights closely and settles only later.
+    Validation, the best epoch and the saved model use the averaged weights; the optimizer
+    trains the raw ones."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        from timm.utils.model_ema import ModelEmaV3
+
+        self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+        self.ema.module.requires_grad_(False)
+        self.steps = 0
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ema.module
+
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        self.ema.update(model, step=self.steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "weights": _cpu_state(self.ema.module)}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is None:  # a state saved without an average: start it from the weights
+            return
+        self.steps = state["steps"]
+        self.ema.module.load_state_dict(state["weights"])
+
+
 def is_better(value: float, best: float, mode: str) -> bool:
     """``value`` improves on ``best`` (any number improves on a NaN best, a NaN on nothing)."""
     if math.isnan(best):
@@ -186,6 +228,7 @@ def save_state(
     scaler: torch.amp.GradScaler,
     result: FitResult,
     gen: torch.Generator,
+    ema: WeightAverage | None = None,
 ) -> None:
     """The state after ``epochs_done`` epochs, for :func:`restore_state` (see core.resume)."""
     resume.save(
@@ -193,7 +236,8 @@ def save_state(
         key,
         {
             "epoch": epochs_done,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model": _cpu_state(model),
+            "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(),
@@ -211,10 +255,13 @@ def restore_state(
     scaler: torch.amp.GradScaler,
     gen: torch.Generator,
     log_epoch: Callable[[int, dict[str, float]], None],
+    ema: WeightAverage | None = None,
 ) -> tuple[FitResult, int]:
     """Load what :func:`save_state` wrote, replay its epochs to ``log_epoch`` (so dvclive's
     files are complete), and return the result so far and the number of epochs done."""
     model.load_state_dict(saved["model"])
+    if ema is not None:
+        ema.load_state_dict(saved.get("ema"))
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])
     scaler.load_state_dict(saved["scaler"])
@@ -281,11 +328,12 @@ def fit(
     monitor = task.monitor(params).removeprefix("val_")
     mode = task.monitor_modes[monitor]
     result = FitResult(best_epoch=-1, best_value=-math.inf if mode == "max" else math.inf)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     start = 0
     saved = resume.load(state_path, state_key) if state_path else None
     if saved is not None:
         result, start = restore_state(
-            saved, model, optimizer, schedule, step.scaler, gen, log_epoch
+            saved, model, optimizer, schedule, step.scaler, gen, log_epoch, ema
         )
         log.info("resuming after epoch %d of %d from %s", start, cfg.epochs, state_path)
 
@@ -294,6 +342,7 @@ def fit(
         if result.stopped_early:
             break
         frozen = hooks.frozen(epoch)
+        schedule_values = hooks.begin_epoch(epoch)
         model.train()
         if frozen is not None:
             apply_freeze(model, frozen)
@@ -311,6 +360,8 @@ def fit(
             mine = dist.shard(idx)
             losses = step(lambda net=net, mine=mine: hooks.batch_loss(net, mine, gen))
             schedule.step_batch()
+            if ema is not None:
+                ema.update(model)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value * len(mine)
             seen += len(mine)
@@ -319,10 +370,12 @@ def fit(
         seen = totals[-1]
         train_time = time.perf_counter() - began
 
+        evaluated = ema.module if ema is not None else model  # what would be saved
         with autocast(device, amp_dtype):
-            val = hooks.validate(model, dist)
+            val = hooks.validate(evaluated, dist)
         metrics = {f"train_{k}": v / max(seen, 1) for k, v in zip(sums, totals, strict=False)}
         metrics.update({f"val_{k}": v for k, v in val.items()})
+        metrics.update({f"train_{k}": v for k, v in schedule_values.items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["frozen_layers"] = len(frozen or ())
         metrics["epoch_seconds"] = train_time
@@ -333,7 +386,7 @@ def fit(
         value = metrics[f"val_{monitor}"]
         if result.best_epoch < 0 or is_better(value, result.best_value, mode):
             result.best_epoch, result.best_value = epoch, value
-            result.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+            result.best_state = copy.deepcopy(_cpu_state(evaluated))
         log.info(
             "epoch %d/%d: %s (%.1f samples/s)%s",
             epoch + 1,
@@ -362,6 +415,7 @@ def fit(
                 step.scaler,
                 result,
                 gen,
+                ema,
             )
     if hooks.frozen(0) is not None:
         for p in model.parameters():

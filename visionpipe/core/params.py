@@ -28,8 +28,11 @@ TORCHVISION_ARCHITECTURES = (
     "mobilenet_v3_large",
     "efficientnet_b0",
 )
-ARCHITECTURES = ("efficientnet_lite0", *TORCHVISION_ARCHITECTURES, "small_cnn")
+LITE_ARCHITECTURES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+ARCHITECTURES = (*LITE_ARCHITECTURES, *TORCHVISION_ARCHITECTURES, "small_cnn")
 TASKS = ("classification", "regression", "detection")
+#: test-time augmentation: none, or the flips and quarter turns averaged (core.models.TTA_VIEWS)
+TTA_MODES = ("none", "hflip", "flips", "dihedral")
 DETECTION_ARCHITECTURES = ("mobilenet_v3_large_fpn", "resnet50_fpn", "efficientnet_lite0_fpn")
 # augment.ops that move a detection image's boxes with its pixels (the others are per-image only)
 DETECTION_AUGMENTATIONS = ("hflip", "vflip", "rot90")
@@ -167,13 +170,38 @@ class Eda:
     target_vs: str = ""  # regression: the metadata column the target is plotted against
 
 
+def _check_image_size(key: str, value: Any) -> int | str:
+    """Pixels (at least 16), or ``auto``: the train images' median size within
+    ``model.auto_size_range``."""
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 16:
+        return value
+    raise ParamsError(f"{key}: expected auto or an integer >= 16 (pixels), got {value!r}")
+
+
+def _check_size_range(key: str, value: Any) -> list[int]:
+    """``[smallest, largest]`` pixels ``image_size: auto`` may pick."""
+    ok = isinstance(value, list) and len(value) == 2
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok or not 16 <= value[0] <= value[1]:
+        raise ParamsError(
+            f"{key}: expected [smallest, largest] pixels, 16 <= smallest <= largest, got {value!r}"
+        )
+    return list(value)
+
+
 @dataclass(frozen=True)
 class Model:
     arch: str = field(default="efficientnet_lite0", metadata=_choice(*ARCHITECTURES))
     pretrained: bool = True
     weights: str = ""
-    image_size: int = field(default=160, metadata=_range(16))
+    image_size: Any = field(default=160, metadata={"check": _check_image_size})
+    auto_size_range: list[int] = field(
+        default_factory=lambda: [32, 160], metadata={"check": _check_size_range}
+    )
     dropout: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    tta: str = field(default="none", metadata=_choice(*TTA_MODES))
 
 
 def _check_class_weights(key: str, value: Any) -> Any:
@@ -202,6 +230,19 @@ class Augment:
     erasing_p: float = field(default=0.25, metadata=_range(0.0, 1.0))
 
 
+def _check_ema_decay(key: str, value: Any) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0.0 <= value < 1.0:
+        return float(value)
+    raise ParamsError(f"{key}: expected 0 (off) or a decay with 0 < x < 1, got {value!r}")
+
+
+def _check_progressive_from(key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or value >= 16):
+        return value
+    raise ParamsError(f"{key}: expected 0 (off) or the first epoch's pixels (>= 16), got {value!r}")
+
+
 @dataclass(frozen=True)
 class Train:
     epochs: int = field(default=12, metadata=_range(1))
@@ -223,6 +264,11 @@ class Train:
     num_threads: int = field(default=0, metadata=_range(0))
     nproc: int = field(default=1, metadata=_range(1))  # >1: DDP processes under torchrun
     resume: bool = True  # continue an interrupted training from its last epoch
+    # 0: off; else the decay of an exponential moving average of the weights (timm's, with
+    # its warmup), which validation, the best epoch and the saved model use
+    ema_decay: float = field(default=0.0, metadata={"check": _check_ema_decay})
+    # 0: off; else the first epoch's pixels, rising linearly to model.image_size by the last
+    progressive_from: int = field(default=0, metadata={"check": _check_progressive_from})
 
 
 @dataclass(frozen=True)
@@ -252,14 +298,28 @@ class Detection:
     min_size: int = field(default=240, metadata=_range(32))  # shorter image side fed to the model
     max_size: int = field(default=320, metadata=_range(32))  # longer side at most
     state_loss_weight: float = field(default=0.5, metadata=_range(0.0))
+    # none | balanced: each state's cross-entropy term weighted by its rarity in the train boxes
+    state_class_weights: str = field(default="none", metadata=_choice("none", "balanced"))
     score_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))  # kept detections
     iou_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0, open_=True))
+
+
+def _check_binary_threshold(key: str, value: Any) -> float | str:
+    if value == "val":
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0.0 < value < 1.0:
+        return float(value)
+    raise ParamsError(f"{key}: expected val or a number between 0 and 1, got {value!r}")
 
 
 @dataclass(frozen=True)
 class Evaluate:
     batch_size: int = field(default=64, metadata=_range(1))
     binary_positive: list[str] = field(default_factory=list)
+    # defective when the positive classes' probabilities sum to at least this; val: the
+    # value that makes the validation split's binary accuracy highest
+    binary_threshold: Any = field(default=0.5, metadata={"check": _check_binary_threshold})
     confident_threshold: float = field(default=0.9, metadata=_range(0.0, 1.0))
     # test images drawn with their predictions: classification the most confident mistakes,
     # regression the largest errors, detection the first ones (prediction beside ground truth)

@@ -102,3 +102,31 @@ def resolve_threshold(
             **_accepted(confidence, correct, value),
         },
     }
+
+
+def accuracy_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
+    """The cut on ``scores`` (positive when ``score >= cut``) that makes the most of these
+    samples right: the binary decision threshold chosen on the validation split. Cuts lie
+    halfway between neighbouring distinct scores; among equally good cuts the one nearest
+    0.5 (the uncalibrated default) wins, so a flat stretch does not push it to an extreme.
+    Samples of one class only (or none) give 0.5: they say nothing about where to cut."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    if len(scores) != len(positive):
+        raise ValueError("one positive flag per score expected")
+    if not len(scores) or positive.all() or not positive.any():
+        return 0.5  # one class only: every cut on its side is "best"; keep the default
+    distinct = np.unique(scores)
+    cuts = np.concatenate(
+        ([distinct[0]], (distinct[1:] + distinct[:-1]) / 2, [np.nextafter(distinct[-1], 2.0)])
+    )
+    # samples at or above each cut: sorted scores make this a search, not a loop
+    ordered = np.sort(scores)
+    order = np.argsort(scores, kind="stable")
+    pos_sorted = positive[order]
+    below = np.searchsorted(ordered, cuts, side="left")  # predicted negative: the first `below`
+    negatives_right = np.concatenate(([0], np.cumsum(~pos_sorted)))[below]
+    positives_right = positive.sum() - np.concatenate(([0], np.cumsum(pos_sorted)))[below]
+    right = negatives_right + positives_right
+    best = np.flatnonzero(right == right.max())
+    return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])

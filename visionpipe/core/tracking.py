@@ -58,11 +58,15 @@ def epoch_logger(live: Any) -> Callable[[int, dict[str, float]], None]:
     return log_epoch
 
 
-def headline_summary(live: Any, result: Any, monitor: str) -> None:
+def headline_summary(
+    live: Any, result: Any, monitor: str, extra: dict[str, Any] | None = None
+) -> None:
     """Leave in dvclive's metrics file (the train stage's DVC metric) only what a person
-    compares between runs: the best epoch (1-based), its monitored value and the epochs run.
-    Every per-epoch value stays in the plots, the rest in the checkpoint's metadata."""
+    compares between runs: the best epoch (1-based), its monitored value, the epochs run and
+    ``extra`` (e.g. the image size ``auto`` chose). Every per-epoch value stays in the plots,
+    the rest in the checkpoint's metadata."""
     live.summary.clear()
     live.summary["best"] = {"epoch": result.best_epoch + 1, monitor: result.best_value}
     live.summary["epochs_run"] = len(result.history)
+    live.summary.update(extra or {})
     live.complete = True  # written when the context ends (Live.end)

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from visionpipe.core.errors import UserError
+from visionpipe.core.image.size import auto_image_size
 from visionpipe.core.images import IMAGE_EXTENSIONS
 from visionpipe.core.io import atomic_path
 from visionpipe.core.params import Params, params_from_dict
@@ -44,16 +45,17 @@ NEUTRAL_DATA: dict[str, Any] = {
     "annotations": "annotations.json",
     "state_key": "state",
 }
-#: model.image_size never above the default (160, sized for a CPU) and never an upscale
-MAX_SIZE, MIN_SIZE = 160, 32
+#: the range init gives model.image_size: auto (never above the default 160, sized for a
+#: CPU, and never an upscale)
+AUTO_RANGE = [32, 160]
 
 
 def suited_size(samples: pd.DataFrame) -> int | None:
-    """The largest multiple of 32 (32..160) not above the images' median shorter side."""
+    """What ``model.image_size: auto`` will train at on these images (the train stage's own
+    rule, core.image.size), or None without their sizes."""
     if not {"width", "height"} <= set(samples.columns) or samples.empty:
         return None
-    short = float(samples[["width", "height"]].min(axis=1).median())
-    return int(min(MAX_SIZE, max(MIN_SIZE, short // 32 * 32)))
+    return auto_image_size(samples, *AUTO_RANGE)
 
 
 def updates(layout: Layout, path: str) -> dict[str, dict[str, Any]]:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         result, report = task_data(layout.task).scan(params)
         size = suited_size(result.samples) if layout.task != "detection" else None
         if size is not None:
-            changes["model"] = {"image_size": size}
+            changes["model"] = {"image_size": "auto", "auto_size_range": AUTO_RANGE}
             params = _with_changes(params_file, changes)
         if not args.dry_run:
             write_params(params_file, changes)
@@ -169,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if unlabelled:
         print(f"  {unlabelled} images under the images folder that no row names (not used)")
     if size is not None:
-        print(f"  model.image_size: {size} (the images' median shorter side, capped at {MAX_SIZE})")
+        print(
+            f"  model.image_size: auto ({size} px here: the images' median shorter side, "
+            f"within {AUTO_RANGE})"
+        )
     if args.dry_run:
         print(f"dry run: {params_file} not changed")
         return 0

@@ -52,6 +52,17 @@ def evaluate(
     )
     y = task.targets(test_m, labels)
     model.to(device).to(memory_format=torch.channels_last)
+    if task.needs_val_outputs(params):
+        val_m = read_split(args.splits, "val")
+        val_x = cached_images(
+            Path(params.data.path),
+            val_m["path"].tolist(),
+            meta["image_size"],
+            desc="decoding val",
+            check=params.data.cache_check,
+        )
+        val_outputs = predict(model, val_x, params.evaluate.batch_size, device, desc="val")
+        task.fit_on_val(val_outputs, task.targets(val_m, labels), labels, params)
     start = time.perf_counter()
     outputs = predict(model, x, params.evaluate.batch_size, device, desc="test")
     seconds = time.perf_counter() - start

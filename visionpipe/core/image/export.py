@@ -21,6 +21,7 @@ from visionpipe.core.image.task import ImageTask
 from visionpipe.core.images import DECODING, IMAGENET_MEAN, IMAGENET_STD
 from visionpipe.core.io import write_csv, write_json
 from visionpipe.core.manifests import read_split
+from visionpipe.core.models import TTA_VIEWS
 from visionpipe.core.params import Params
 from visionpipe.core.runtime import set_threads
 from visionpipe.core.runtimes import (
@@ -59,6 +60,12 @@ def sidecar(meta: dict, files: dict[str, Path], output: dict) -> dict:
             "resize": "bilinear to image_size x image_size",
         },
         "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True},
+        # the flips and turns averaged inside the model (model.tta): nothing to do outside
+        "test_time_augmentation": {
+            "mode": meta.get("tta", "none"),
+            "views": TTA_VIEWS[meta.get("tta", "none")],
+            "inside_model": True,
+        },
         "output": {"name": OUTPUT_NAME, **output},
         "files": {fmt: path.name for fmt, path in files.items()},
     }
@@ -113,9 +120,14 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     write_json(out / SIDECAR, model_json)
 
     if "onnx_int8" in files:
-        targets = task.targets(test_m, meta["labels"])
-        fp32 = task.epoch_metrics(onnx_export.run_batched(runners["onnx"], test_x), targets)
-        int8 = task.epoch_metrics(onnx_export.run_batched(runners["onnx_int8"], test_x), targets)
+        targets, labels = task.targets(test_m, meta["labels"]), meta["labels"]
+        outputs = {
+            fmt: onnx_export.run_batched(runners[fmt], test_x) for fmt in ("onnx", "onnx_int8")
+        }
+        fp32, int8 = (task.epoch_metrics(outputs[f], targets) for f in ("onnx", "onnx_int8"))
+        fp32_labels, int8_labels = (
+            task.per_label_metrics(outputs[f], targets, labels) for f in ("onnx", "onnx_int8")
+        )
         results["quantization"] = {
             "mode": cfg.quantize,
             "calibration_images": 0 if cfg.quantize == "dynamic" else int(len(calib)),
@@ -123,6 +135,12 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
             "fp32": fp32,
             "int8": int8,
             "change": {k: int8[k] - fp32[k] for k in fp32},
+            "per_label": {k: {"fp32": fp32_labels[k], "int8": int8_labels[k]} for k in fp32_labels},
+            "agreement": float(
+                (outputs["onnx"].argmax(1) == outputs["onnx_int8"].argmax(1)).float().mean()
+            )
+            if outputs["onnx"].shape[1] > 1
+            else None,
         }
         log.info("INT8 on the test split: %s -> %s", fp32, int8)
 

@@ -55,6 +55,14 @@ class ImageTask(TaskModel):
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""
 
+    def per_label_metrics(
+        self, outputs: torch.Tensor, targets: torch.Tensor, labels: list[str]
+    ) -> dict[str, float]:
+        """One figure per label (classification: each class's F1), where a task has them:
+        export compares them between fp32 and INT8, so a class that quantization hurts is
+        named."""
+        return {}
+
     def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """Fit what turns the trained model's validation ``outputs`` into calibrated
         confidences (classification: a temperature); entries for the checkpoint's metadata,
@@ -62,6 +70,17 @@ class ImageTask(TaskModel):
         return {}
 
     # --- evaluation and deployment ---------------------------------------------------------
+
+    def needs_val_outputs(self, params: Any) -> bool:
+        """Whether evaluate should run the model on the validation split first (for
+        :meth:`fit_on_val`)."""
+        return False
+
+    def fit_on_val(  # noqa: B027 - optional hook
+        self, outputs: torch.Tensor, targets: torch.Tensor, labels: list[str], params: Any
+    ) -> None:
+        """Choose what evaluate's decisions need from the validation split's ``outputs``
+        (classification: the binary threshold), never from test."""
 
     @abstractmethod
     def output_description(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from visionpipe.core.checkpoint import save_checkpoint
 from visionpipe.core.distributed import Dist
 from visionpipe.core.engine import FitResult, TrainHooks, fit, log_best, run_record
 from visionpipe.core.freezing import frozen_layers
+from visionpipe.core.image.size import image_size, progressive_size, resize_batch
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.io import write_json
 from visionpipe.core.manifests import fingerprint, read_split
@@ -52,7 +53,16 @@ class ImageHooks(TrainHooks):
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.device = device
         self.num_samples = len(train_x)
+        #: the decoded images' size (model.image_size); a progressive schedule trains smaller
+        self.full_size = self.size = int(
+            val_x[:1].shape[-1] if len(val_x) else train_x[:1].shape[-1]
+        )
         model.to(device).to(memory_format=torch.channels_last)
+
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        t = self.params.train
+        self.size = progressive_size(epoch, t.epochs, t.progressive_from, self.full_size)
+        return {"image_size": float(self.size)} if t.progressive_from else {}
 
     def frozen(self, epoch: int) -> list[nn.Module]:
         t = self.params.train
@@ -61,7 +71,8 @@ class ImageHooks(TrainHooks):
     def batch_loss(
         self, model: nn.Module, idx: torch.Tensor, gen: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        x = augment_batch(self.train_x[idx], self.params.augment, gen)
+        x = resize_batch(self.train_x[idx], self.size)
+        x = augment_batch(x, self.params.augment, gen)
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = self.train_y[idx].to(self.device, non_blocking=True)
         return {"loss": self.criterion(model(x), y)}
@@ -81,7 +92,8 @@ def state_key(params: Params, task_name: str, dataset: str, labels: list[str], c
     code (``code``: the fingerprint of its dvc.yaml code deps)."""
     train = {k: v for k, v in as_dict(params.train).items() if k != "resume"}
     own = getattr(params, task_name)  # the task's own section (classification, regression)
-    sections = [as_dict(s) for s in (params.base, params.model, params.augment, own)]
+    model = {k: v for k, v in as_dict(params.model).items() if k != "tta"}  # not trained
+    sections = [as_dict(params.base), model, as_dict(params.augment), as_dict(own)]
     return resume.fingerprint(train, sections, params.data.target_column, dataset, labels, code)
 
 
@@ -112,7 +124,13 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
         built.weights_source,
     )
 
-    root, size = Path(params.data.path), m.image_size
+    root, size = Path(params.data.path), image_size(m, train_m)
+    if m.image_size == "auto":
+        log.info(
+            "model.image_size auto: %d px (the train images' median, within %s)",
+            size,
+            m.auto_size_range,
+        )
     num_parameters = count_parameters(built.model)
     check = params.data.cache_check
     train_x = cached_images(root, train_m["path"].tolist(), size, "decoding train", check=check)
@@ -128,6 +146,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
             distributed.finish(dist)
             return
         built.model.load_state_dict(result.best_state)
+        built.model.tta = m.tta  # calibrated as evaluate, export and predict will run it
         batch = params.train.batch_size * 2
         val_outputs = predict(built.model, val_x, batch, device, progress=False)
         meta = {
@@ -136,6 +155,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
             "num_outputs": len(labels),
             "labels": labels,
             "image_size": size,
+            "tta": m.tta,
             "dropout": m.dropout,
             "head_hidden": hidden,
             **target_meta,
@@ -152,7 +172,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
         save_checkpoint(args.model, built.model, meta)
         write_json(args.class_index, {str(i): name for i, name in enumerate(labels)})
         # last: the metrics file, written as the block ends, is the saved model's result
-        headline_summary(live, result, monitor)
+        headline_summary(live, result, monitor, {"image_size": size})
     distributed.finish(dist)
     log_best(result, params, monitor, args.model)
 

@@ -71,7 +71,10 @@ def write_results(
     )
     metrics = report_metrics(report, labels, float(accuracy_score(true, pred)))
     if cfg.binary_positive:
-        metrics["binary"] = binary_metrics(true, probs, labels, cfg.binary_positive)
+        chosen = cfg.binary_threshold == "val"
+        threshold = task.binary_threshold if chosen else cfg.binary_threshold
+        metrics["binary"] = binary_metrics(true, probs, labels, cfg.binary_positive, threshold)
+        metrics["binary"]["threshold_from"] = task.binary_threshold_from if chosen else "fixed"
 
     frame = prediction_table(manifest, true, probs, labels)
     # most confident mistakes first: the ones a threshold on confidence would not catch
@@ -169,27 +172,36 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     when ``evaluate.binary_positive`` names the positive classes."""
     out = {k: metrics[k] for k in HEADLINE}
     if "binary" in metrics:
-        out["binary"] = {k: v for k, v in metrics["binary"].items() if k != "positive_classes"}
+        skip = ("positive_classes", "threshold_from")
+        out["binary"] = {k: v for k, v in metrics["binary"].items() if k not in skip}
     return out
 
 
 def binary_metrics(
-    true: np.ndarray, probs: np.ndarray, labels: list[str], positive: list[str]
+    true: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    positive: list[str],
+    threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Collapse the classes into negative/positive (e.g. functional vs defective).
 
     A sample is predicted positive when the probabilities of the positive classes add up to at
-    least 0.5: the model's own estimate that the sample is positive, which an argmax over the
-    individual classes would ignore when the mass is spread over several positive classes.
+    least ``threshold`` (0.5, or the value chosen on val): the model's own estimate that the
+    sample is positive, which an argmax over the individual classes would ignore when the mass
+    is spread over several positive classes.
     """
     check_classes("evaluate.binary_positive", positive, labels)
     pos_ids = [labels.index(p) for p in positive]
     t = np.isin(true, pos_ids)
-    p = probs[:, pos_ids].sum(1) >= 0.5
+    scores = probs[:, pos_ids].sum(1)
+    p = scores >= threshold
     prec, rec, f1, _ = precision_recall_fscore_support(t, p, average="binary", zero_division=0)
     return {
         "positive_classes": list(positive),
+        "threshold": float(threshold),
         "accuracy": float((t == p).mean()),
+        "accuracy_at_half": float((t == (scores >= 0.5)).mean()),
         "precision": float(prec),
         "recall": float(rec),
         "f1": float(f1),

@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from visionpipe.core.calibration import calibrate, softmax
 from visionpipe.core.errors import UserError
 from visionpipe.core.image.task import ImageTask
+from visionpipe.core.thresholds import accuracy_threshold
 from visionpipe.tasks.classification.model.class_weights import class_weights
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,18 @@ class ClassificationTask(ImageTask):
             "f1_macro": float(f1_score(true, pred, average="macro", zero_division=0)),
         }
 
+    def per_label_metrics(
+        self, outputs: torch.Tensor, targets: torch.Tensor, labels: list[str]
+    ) -> dict[str, float]:
+        scores = f1_score(
+            targets.numpy(),
+            outputs.argmax(1).numpy(),
+            labels=list(range(len(labels))),
+            average=None,
+            zero_division=0,
+        )
+        return {f"f1_{name}": float(v) for name, v in zip(labels, scores, strict=True)}
+
     def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """Temperature scaling fitted on the validation split, applied only where it helps
         (visionpipe.core.calibration.calibrate; the elpv default is already calibrated)."""
@@ -66,6 +79,37 @@ class ClassificationTask(ImageTask):
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         self.temperature = float(meta.get("temperature", 1.0))
+
+    #: the binary threshold evaluate applies (``evaluate.binary_threshold``)
+    binary_threshold: float = 0.5
+    #: where it came from: ``fixed``, or ``val`` with that split's binary accuracy at it
+    binary_threshold_from: dict[str, Any] | str = "fixed"
+
+    def needs_val_outputs(self, params: Any) -> bool:
+        cfg = params.evaluate
+        return bool(cfg.binary_positive) and cfg.binary_threshold == "val"
+
+    def fit_on_val(
+        self, outputs: torch.Tensor, targets: torch.Tensor, labels: list[str], params: Any
+    ) -> None:
+        """The binary threshold with the best validation accuracy (calibrated probabilities
+        of the positive classes summed, as evaluate scores test)."""
+        pos_ids = [labels.index(p) for p in params.evaluate.binary_positive]
+        scores = softmax(outputs, self.temperature)[:, pos_ids].sum(1)
+        positive = np.isin(targets.numpy(), pos_ids)
+        self.binary_threshold = accuracy_threshold(scores, positive)
+        self.binary_threshold_from = {
+            "split": "val",
+            "count": int(len(scores)),
+            "val_accuracy": float(((scores >= self.binary_threshold) == positive).mean()),
+            "val_accuracy_at_half": float(((scores >= 0.5) == positive).mean()),
+        }
+        log.info(
+            "binary threshold %.4f chosen on val (val binary accuracy %.4f, at 0.5: %.4f)",
+            self.binary_threshold,
+            self.binary_threshold_from["val_accuracy"],
+            self.binary_threshold_from["val_accuracy_at_half"],
+        )
 
     def output_description(self) -> dict[str, Any]:
         return {

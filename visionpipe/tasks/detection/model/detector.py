@@ -85,8 +85,10 @@ def state_loss(
     labels: list[Tensor],
     matched_idxs: list[Tensor],
     targets: list[dict[str, Tensor]],
+    weight: Tensor | None = None,
 ) -> Tensor:
-    """Cross-entropy of the positive sampled proposals against their matched box's state."""
+    """Cross-entropy of the positive sampled proposals against their matched box's state,
+    each state's term scaled by ``weight`` (``detection.state_class_weights``)."""
     state_targets: list[Tensor] = []
     for target, matched in zip(targets, matched_idxs, strict=True):
         states = target["states"]
@@ -95,7 +97,9 @@ def state_loss(
     positive = torch.where(torch.cat(labels) > 0)[0]
     if positive.numel() == 0:
         return state_logits.sum() * 0.0  # keeps the graph (and DDP) happy with no positives
-    return F.cross_entropy(state_logits[positive], torch.cat(state_targets)[positive])
+    return F.cross_entropy(
+        state_logits[positive], torch.cat(state_targets)[positive], weight=weight
+    )
 
 
 def _row_max(probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,6 +124,12 @@ class StateRoIHeads(RoIHeads):
         super().__init__(*args, **kwargs)
         self.state_predictor = state_predictor
         self.register_buffer("state_temperature", torch.ones(()))
+        # the state loss's per-state weights (all 1: plain cross-entropy); set by training
+        # from detection.state_class_weights, never saved (not part of the model's answers)
+        num_states = [m for m in state_predictor.modules() if isinstance(m, nn.Linear)][-1]
+        self.register_buffer(
+            "state_class_weights", torch.ones(num_states.out_features), persistent=False
+        )
 
     def box_state_logits(
         self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
@@ -172,7 +182,11 @@ class StateRoIHeads(RoIHeads):
                 class_logits, box_regression, labels, regression_targets
             )
             loss_state = state_loss(
-                self.state_predictor(box_features), labels, matched_idxs, targets
+                self.state_predictor(box_features),
+                labels,
+                matched_idxs,
+                targets,
+                self.state_class_weights,
             )
             losses = {
                 "loss_classifier": loss_classifier,

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -111,6 +112,21 @@ def validation_metrics(
     return scores
 
 
+def balanced_state_weights(targets: list[dict[str, torch.Tensor]], num_states: int) -> torch.Tensor:
+    """Per state, boxes / (states x boxes of that state) over the train boxes (scikit-learn's
+    "balanced"), so a rare state such as ``damaged`` counts as much as a common one; a state
+    no train box has gets weight 1."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    states = torch.cat([t["states"] for t in targets if "states" in t] or [torch.zeros(0)])
+    weights = torch.ones(num_states)
+    present = sorted(set(states.long().tolist()))
+    if present:
+        found = compute_class_weight("balanced", classes=np.array(present), y=states.numpy())
+        weights[present] = torch.tensor(found, dtype=torch.float32)
+    return weights
+
+
 class DetectionHooks(TrainHooks):
     """Faster R-CNN (with or without a state head) in the shared loop: the detector's losses in
     train mode, validation losses with frozen statistics, then COCO mAP and state accuracy."""
@@ -130,6 +146,10 @@ class DetectionHooks(TrainHooks):
         self.model, self.params, self.device = model, params, device
         self.train, self.val, self.val_gt = train, val, val_gt
         self.num_samples = len(train)
+        weights = getattr(model.roi_heads, "state_class_weights", None)
+        if weights is not None and params.detection.state_class_weights == "balanced":
+            weights.copy_(balanced_state_weights(train.targets, len(weights)))
+            log.info("state loss weights (balanced on the train boxes): %s", weights.tolist())
         model.to(device)
 
     def batch_loss(
