@@ -374,3 +374,18 @@ def _raw(**sections) -> dict:
     for section, values in sections.items():
         raw[section].update(values)
     return raw
+
+
+def test_the_headline_shows_the_threshold_only_when_chosen_on_val():
+    from visionpipe.tasks.classification.evaluate import HEADLINE, headline
+
+    base = dict.fromkeys(HEADLINE, 0.0)
+    binary = {"positive_classes": ["b"], "threshold": 0.5, "accuracy": 0.8}
+    binary.update(accuracy_at_half=0.8, threshold_from="fixed")
+    assert headline({**base, "binary": binary})["binary"] == {"accuracy": 0.8}
+    chosen = {**binary, "threshold": 0.3, "threshold_from": {"split": "val"}}
+    assert headline({**base, "binary": chosen})["binary"] == {
+        "threshold": 0.3,
+        "accuracy": 0.8,
+        "accuracy_at_half": 0.8,
+    }

@@ -172,8 +172,14 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     when ``evaluate.binary_positive`` names the positive classes."""
     out = {k: metrics[k] for k in HEADLINE}
     if "binary" in metrics:
-        skip = ("positive_classes", "threshold_from")
-        out["binary"] = {k: v for k, v in metrics["binary"].items() if k not in skip}
+        binary = metrics["binary"]
+        # the threshold and the accuracy at 0.5 only where the threshold was chosen on val
+        skip = ["positive_classes", "threshold_from", "accuracy_at_half"]
+        if binary["threshold_from"] == "fixed":
+            skip.append("threshold")
+        out["binary"] = {k: v for k, v in binary.items() if k not in skip}
+        if binary["threshold_from"] != "fixed":
+            out["binary"]["accuracy_at_half"] = binary["accuracy_at_half"]
     return out
 
 
