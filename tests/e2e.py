@@ -106,8 +106,21 @@ def set_params(repo: Path, overrides: dict, message: str = "params") -> Path:
 
 def copy_built(built: Path, dest: Path, overrides: dict | None = None) -> Path:
     """A copy of the built tiny repo (git history, DVC cache and outputs included), so a test
-    that changes a param reruns only the stages it reaches instead of the whole pipeline."""
-    shutil.copytree(built, dest, symlinks=True)
+    that changes a param reruns only the stages it reaches instead of the whole pipeline.
+    DVC's cache files are hard links to the built repo's (DVC never rewrites a cache file), so
+    the many copies of a detection repo do not fill the disk."""
+    cache = str(built / ".dvc" / "cache")
+
+    def link_cache(src: str, dst: str) -> str:
+        if src.startswith(cache):
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:
+                pass  # another filesystem: copy
+        return shutil.copy2(src, dst)
+
+    shutil.copytree(built, dest, symlinks=True, copy_function=link_cache)
     return set_params(dest, overrides) if overrides else dest
 
 

@@ -1,6 +1,7 @@
 """End to end: the real `dvc` CLI on the real pipeline, shrunk through params.yaml."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -279,7 +280,8 @@ def regression_repo(built_repo, tmp_path_factory):
     set_params(path, {"base": {"task": "regression"}})
     out = run(path, "dvc", "repro").stdout
     assert "Running stage 'embed'" not in out  # the same embedded data
-    return path
+    yield path
+    shutil.rmtree(path.parent, ignore_errors=True)  # the module's repo, not kept
 
 
 def test_regression_task_runs_through_the_same_stages(regression_repo):

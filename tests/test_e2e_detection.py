@@ -1,6 +1,7 @@
 """End to end: base.task=detection through the real `dvc repro` on a few tiny composed panels."""
 
 import json
+import shutil
 import sys
 
 import pandas as pd
@@ -24,7 +25,8 @@ def detection_repo(built_repo, tmp_path_factory):
     path = copy_built(built_repo, tmp_path_factory.mktemp("detection") / "repo", overrides)
     out = run(path, "dvc", "repro").stdout
     assert "Running stage 'embed'" not in out
-    return path
+    yield path
+    shutil.rmtree(path.parent, ignore_errors=True)  # the module's repo, not kept
 
 
 def test_detection_runs_through_the_same_stages(detection_repo):
