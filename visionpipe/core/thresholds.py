@@ -121,9 +121,8 @@ def accuracy_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
         ([distinct[0]], (distinct[1:] + distinct[:-1]) / 2, [np.nextafter(distinct[-1], 2.0)])
     )
     # samples at or above each cut: sorted scores make this a search, not a loop
-    ordered = np.sort(scores)
     order = np.argsort(scores, kind="stable")
-    pos_sorted = positive[order]
+    ordered, pos_sorted = scores[order], positive[order]
     below = np.searchsorted(ordered, cuts, side="left")  # predicted negative: the first `below`
     negatives_right = np.concatenate(([0], np.cumsum(~pos_sorted)))[below]
     positives_right = positive.sum() - np.concatenate(([0], np.cumsum(pos_sorted)))[below]

@@ -53,9 +53,10 @@ AUTO_RANGE = [32, 160]
 def suited_size(samples: pd.DataFrame) -> int | None:
     """What ``model.image_size: auto`` will train at on these images (the train stage's own
     rule, core.image.size), or None without their sizes."""
-    if not {"width", "height"} <= set(samples.columns) or samples.empty:
+    try:
+        return auto_image_size(samples, *AUTO_RANGE)
+    except UserError:  # no sizes to go by: init prints none rather than stopping
         return None
-    return auto_image_size(samples, *AUTO_RANGE)
 
 
 def updates(layout: Layout, path: str) -> dict[str, dict[str, Any]]:

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from visionpipe.core.batches import predict
-from visionpipe.core.cache import cached_images
 from visionpipe.core.checkpoint import load_checkpoint
+from visionpipe.core.image.split_images import split_images
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.io import write_json
 from visionpipe.core.manifests import read_split
@@ -43,24 +43,12 @@ def evaluate(
     test_m = read_split(args.splits, "test")
     threads = set_threads(params.train.num_threads)
     device = choose_device(params.train.device)
-    x = cached_images(
-        Path(params.data.path),
-        test_m["path"].tolist(),
-        meta["image_size"],
-        desc="decoding test",
-        check=params.data.cache_check,
-    )
+    x = split_images(params, test_m, meta["image_size"], "decoding test")
     y = task.targets(test_m, labels)
     model.to(device).to(memory_format=torch.channels_last)
     if task.needs_val_outputs(params):
         val_m = read_split(args.splits, "val")
-        val_x = cached_images(
-            Path(params.data.path),
-            val_m["path"].tolist(),
-            meta["image_size"],
-            desc="decoding val",
-            check=params.data.cache_check,
-        )
+        val_x = split_images(params, val_m, meta["image_size"], "decoding val")
         val_outputs = predict(model, val_x, params.evaluate.batch_size, device, desc="val")
         task.fit_on_val(val_outputs, task.targets(val_m, labels), labels, params)
     start = time.perf_counter()

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 
 from visionpipe.core import onnx as onnx_export
-from visionpipe.core.cache import cached_images
 from visionpipe.core.checkpoint import load_checkpoint
 from visionpipe.core.errors import UserError
+from visionpipe.core.image.split_images import split_images
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.images import DECODING, IMAGENET_MEAN, IMAGENET_STD
 from visionpipe.core.io import write_csv, write_json
@@ -77,10 +77,9 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     model, meta = load_checkpoint(args.model)
     task.load_meta(meta)
     threads = set_threads(params.train.num_threads)
-    root, size = Path(params.data.path), meta["image_size"]
+    size = meta["image_size"]
     test_m = read_split(args.splits, "test")
-    check = params.data.cache_check
-    test_x = cached_images(root, test_m["path"].tolist(), size, "decoding test", check=check)
+    test_x = split_images(params, test_m, size, "decoding test")
     parity_x = test_x[: cfg.parity_samples].float()
 
     out = Path(args.out)
@@ -91,8 +90,7 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
         files["onnx_int8"] = out / "model.int8.onnx"
         calib_m = read_split(args.splits, "train")
         calib_m = calib_m.sample(min(cfg.calibration_samples, len(calib_m)), random_state=0)
-        calib_paths = calib_m["path"].tolist()
-        calib = cached_images(root, calib_paths, size, "calibration", check=check)
+        calib = split_images(params, calib_m, size, "calibration")
         onnx_export.quantize_onnx(files["onnx"], files["onnx_int8"], cfg.quantize, calib)
 
     # run as predict and simulate run them (visionpipe.core.runtimes)
@@ -182,10 +180,7 @@ def resolve_on_val(
     val_m = read_split(splits, "val")
     outputs = torch.zeros(0, len(meta["labels"]))  # no val images: resolved on none (0.5)
     if len(val_m):
-        paths, size = val_m["path"].tolist(), meta["image_size"]
-        val_x = cached_images(
-            Path(params.data.path), paths, size, "decoding val", check=params.data.cache_check
-        )
+        val_x = split_images(params, val_m, meta["image_size"], "decoding val")
         outputs = onnx_export.run_batched(run, val_x)
     found = task.confidences(outputs, task.targets(val_m, meta["labels"]))
     resolved = resolve_threshold(params.simulate.threshold, *found, unit="images")

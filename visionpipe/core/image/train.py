@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,12 +14,13 @@ from torch import nn
 from visionpipe.core import distributed, resume
 from visionpipe.core.augment import augment_batch
 from visionpipe.core.batches import predict
-from visionpipe.core.cache import Images, cached_images
+from visionpipe.core.cache import Images
 from visionpipe.core.checkpoint import save_checkpoint
 from visionpipe.core.distributed import Dist
 from visionpipe.core.engine import FitResult, TrainHooks, fit, log_best, run_record
 from visionpipe.core.freezing import frozen_layers
 from visionpipe.core.image.size import image_size, progressive_size, resize_batch
+from visionpipe.core.image.split_images import split_images
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.io import write_json
 from visionpipe.core.manifests import fingerprint, read_split
@@ -124,7 +124,7 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
         built.weights_source,
     )
 
-    root, size = Path(params.data.path), image_size(m, train_m)
+    size = image_size(m, train_m)
     if m.image_size == "auto":
         log.info(
             "model.image_size auto: %d px (the train images' median, within %s)",
@@ -132,9 +132,8 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
             m.auto_size_range,
         )
     num_parameters = count_parameters(built.model)
-    check = params.data.cache_check
-    train_x = cached_images(root, train_m["path"].tolist(), size, "decoding train", check=check)
-    val_x = cached_images(root, val_m["path"].tolist(), size, "decoding val", check=check)
+    train_x = split_images(params, train_m, size, "decoding train")
+    val_x = split_images(params, val_m, size, "decoding val")
     dataset = fingerprint(args.splits)
     key = state_key(params, task.name, dataset, labels, code)
     hooks = ImageHooks(built.model, task, params, criterion, train_x, train_y, val_x, val_y, device)
