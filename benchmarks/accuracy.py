@@ -16,6 +16,7 @@ stage scores it) and the wall time of each.
 
     python -m benchmarks.accuracy                       # pipeline, timm, yolo (if installed)
     python -m benchmarks.accuracy --runs timm,yolo --epochs 15 --image-size 160
+    (--epochs and --image-size default to params.yaml's; given, they apply to every run)
     python -m benchmarks.accuracy --runs pipeline --recipe "model.image_size=224"
 
 Needs `dvc repro split` first (data/splits/*.csv, the images under data/raw). Ultralytics is
@@ -48,6 +49,7 @@ import yaml
 from sklearn.metrics import f1_score
 
 from benchmarks.scale import cpu_model
+from visionpipe.core.image.size import auto_image_size
 
 REPO = Path(__file__).resolve().parents[1]
 POSITIVE = ("2_likely_defective", "3_defective")
@@ -81,8 +83,10 @@ def run_pipeline(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
         shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     (work / "data").symlink_to(REPO / "data")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["epochs"] = opts.epochs
-    params["model"]["image_size"] = opts.image_size
+    if opts.given_epochs:  # otherwise params.yaml's own: the default as `dvc repro` runs it
+        params["train"]["epochs"] = opts.epochs
+    if opts.given_size:
+        params["model"]["image_size"] = opts.image_size
     params["train"]["batch_size"] = opts.batch_size
     for item in opts.recipe.split():
         key, _, value = item.partition("=")
@@ -234,11 +238,27 @@ RUNS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
 }
 
 
+def defaults(opts: argparse.Namespace) -> None:
+    """Epochs and image size not given: params.yaml's (``auto`` by the train stage's own rule),
+    so the timm and YOLO runs match the pipeline's default instead of an old copy of it."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    opts.given_epochs, opts.given_size = opts.epochs is not None, opts.image_size is not None
+    if opts.epochs is None:
+        opts.epochs = int(params["train"]["epochs"])
+    if opts.image_size is None:
+        size = params["model"]["image_size"]
+        if size == "auto":
+            size = auto_image_size(split("train"), *params["model"]["auto_size_range"])
+        opts.image_size = int(size)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="pipeline,timm,yolo")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--epochs", type=int, default=None, help="default: params.yaml's")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="default: params.yaml's, auto resolved"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recipe", default="", help="pipeline overrides: 'model.image_size=224'")
@@ -248,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(argv)
     if not (REPO / "data/splits/train.csv").is_file():
         sys.exit("error: data/splits/train.csv: run `dvc repro split` first")
+    defaults(opts)
     rows = []
     for name in opts.runs.split(","):
         if name == "yolo" and importlib.util.find_spec("ultralytics") is None:
