@@ -109,7 +109,7 @@ def copy_built(built: Path, dest: Path, overrides: dict | None = None) -> Path:
     that changes a param reruns only the stages it reaches instead of the whole pipeline.
     DVC's cache files are hard links to the built repo's (DVC never rewrites a cache file), so
     the many copies of a detection repo do not fill the disk."""
-    cache = str(built / ".dvc" / "cache")
+    cache = str(built / ".dvc" / "cache") + os.sep
 
     def link_cache(src: str, dst: str) -> str:
         if src.startswith(cache):

@@ -173,13 +173,10 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {k: metrics[k] for k in HEADLINE}
     if "binary" in metrics:
         binary = metrics["binary"]
-        # the threshold and the accuracy at 0.5 only where the threshold was chosen on val
-        skip = ["positive_classes", "threshold_from", "accuracy_at_half"]
-        if binary["threshold_from"] == "fixed":
-            skip.append("threshold")
-        out["binary"] = {k: v for k, v in binary.items() if k not in skip}
-        if binary["threshold_from"] != "fixed":
-            out["binary"]["accuracy_at_half"] = binary["accuracy_at_half"]
+        hidden = {"positive_classes", "threshold_from"}
+        if binary["threshold_from"] == "fixed":  # threshold 0.5: both say nothing new
+            hidden |= {"threshold", "accuracy_at_half"}
+        out["binary"] = {k: v for k, v in binary.items() if k not in hidden}
     return out
 
 
