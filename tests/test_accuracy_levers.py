@@ -161,8 +161,9 @@ def test_fit_validates_and_keeps_the_averaged_weights():
 
 
 def test_ema_training_learns():
+    seed_everything(0)  # 40 steps: 16 failed for about 1 init in 30 (see the progressive test)
     model = build_model("small_cnn", 2, pretrained=False, dropout=0.0).model
-    result, _ = run_fit(model, train_params(ema_decay=0.9))
+    result, _ = run_fit(model, train_params(ema_decay=0.9, epochs=5), n=256)
     assert result.best_value >= 0.9
 
 
@@ -297,12 +298,15 @@ def test_resize_batch_keeps_uint8_and_the_mean():
 
 
 def test_a_progressive_fit_trains_small_first_and_logs_the_size():
+    # seeded init and 32 steps: with 12 steps an unlucky init (about 1 in 14) left BatchNorm's
+    # running statistics so far behind that validation predicted one class (CI failed on it)
+    seed_everything(0)
     model = build_model("small_cnn", 2, pretrained=False, dropout=0.0).model
     seen = []
     forward = model.forward
     model.forward = lambda x: (seen.append(x.shape[-1]) if model.training else None) or forward(x)
-    result, logged = run_fit(model, train_params(epochs=3, progressive_from=16))
-    assert [m["train_image_size"] for _, m in logged] == [16.0, 24.0, 32.0]
+    result, logged = run_fit(model, train_params(epochs=4, progressive_from=16), n=256)
+    assert [m["train_image_size"] for _, m in logged] == [16.0, 16.0, 24.0, 32.0]
     assert seen[0] == 16 and seen[-1] == 32  # training steps only: the last epoch at 32 px
     assert result.best_value >= 0.8
 

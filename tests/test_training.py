@@ -64,8 +64,10 @@ def test_fit_learns_and_keeps_best_epoch():
 
 
 def test_small_cnn_from_scratch_learns():
+    # seeded init, warmup and cosine at 3e-3: a flat 1e-2 failed for 3 inits in 30
+    seed_everything(0)
     model = build_model("small_cnn", 2, pretrained=False, dropout=0.1).model
-    result, _ = run_fit(model, params(epochs=5, lr=1e-2, schedule="none"), n=192)
+    result, _ = run_fit(model, params(epochs=5), n=256)
     assert result.best_value >= 0.9
 
 
