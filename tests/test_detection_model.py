@@ -13,6 +13,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from visionpipe.core.errors import UserError
 from visionpipe.tasks.detection.model import detector as detection_model
+from visionpipe.tasks.detection.model import state_heads
 from visionpipe.tasks.detection.model.detector import (
     DOWNLOAD_TIMEOUT_S,
     LITE0_ARCH,
@@ -80,7 +81,7 @@ def test_state_loss_is_zero_without_positive_proposals():
     heads = tiny().model.roi_heads
     logits = torch.randn(4, 3, requires_grad=True)
     labels = [torch.zeros(4, dtype=torch.int64)]
-    loss = detection_model.state_loss(
+    loss = state_heads.state_loss(
         logits, labels, [torch.zeros(4, dtype=torch.int64)], [{"states": torch.tensor([2])}]
     )
     assert isinstance(heads, StateRoIHeads) and loss.item() == 0.0 and loss.requires_grad
@@ -91,8 +92,8 @@ def test_state_loss_uses_the_matched_box_state():
     labels = [torch.tensor([1, 1, 0])]  # the third proposal is background: ignored
     matched = [torch.tensor([1, 0, 0])]
     target = [{"states": torch.tensor([2, 0])}]  # proposal 0 -> box 1 (state 0), 1 -> box 0 (2)
-    right = detection_model.state_loss(logits, labels, matched, target)
-    wrong = detection_model.state_loss(logits, labels, [torch.tensor([0, 1, 0])], target)
+    right = state_heads.state_loss(logits, labels, matched, target)
+    wrong = state_heads.state_loss(logits, labels, [torch.tensor([0, 1, 0])], target)
     assert right.item() < 0.01 < 5 < wrong.item()
 
 
@@ -192,7 +193,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_offline_chain_ends_at_the_lite0_package_backbone(offline):
-    from visionpipe.core.models import _lite0_package_state
+    from visionpipe.core.models import _lite_package_state
 
     built = build_detector("mobilenet_v3_large_fpn", 2, 3, True, 128, 160)
     assert [name for name, _ in offline] == [
@@ -206,7 +207,7 @@ def test_offline_chain_ends_at_the_lite0_package_backbone(offline):
     assert "mobilenet_v3_large_fpn weights could not be loaded" in built.weights_source
     assert "URLError" in built.weights_source
     body = built.model.backbone.body
-    package = _lite0_package_state()
+    package = _lite_package_state(0)
     assert torch.equal(body.conv_stem.weight, package["_conv_stem.weight"])
     assert torch.equal(
         body.blocks[6][0].conv_pwl.weight, package["_blocks.15._project_conv.weight"]

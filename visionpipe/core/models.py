@@ -105,10 +105,6 @@ def _lite_package_state(variant: int = 0) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _lite0_package_state() -> dict[str, torch.Tensor]:
-    return _lite_package_state(0)
-
-
 def _map_by_order(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors onto ``target``'s keys, pairing them in order, shapes checked."""
     target_state = target.state_dict()

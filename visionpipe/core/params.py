@@ -300,6 +300,11 @@ class Detection:
     state_loss_weight: float = field(default=0.5, metadata=_range(0.0))
     # none | balanced: each state's cross-entropy term weighted by its rarity in the train boxes
     state_class_weights: str = field(default="none", metadata=_choice("none", "balanced"))
+    # roi: the state from the box head's RoI features; crop: a state_arch classifier (ImageNet
+    # weights with model.pretrained) on each box cut from the image at state_crop_size px
+    state_head: str = field(default="roi", metadata=_choice("roi", "crop"))
+    state_arch: str = field(default="efficientnet_lite0", metadata=_choice(*ARCHITECTURES))
+    state_crop_size: int = field(default=96, metadata=_range(16))
     score_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0))  # kept detections
     iou_threshold: float = field(default=0.5, metadata=_range(0.0, 1.0, open_=True))
 

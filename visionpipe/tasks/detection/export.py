@@ -50,9 +50,9 @@ from visionpipe.core.thresholds import resolve_threshold
 from visionpipe.core.timing import WARMUP, latency
 from visionpipe.tasks.detection.model import load_detector, split_set, test_set
 from visionpipe.tasks.detection.model.dataset import to_coco_results
-from visionpipe.tasks.detection.model.detector import StateRoIHeads
 from visionpipe.tasks.detection.model.hooks import predict
 from visionpipe.tasks.detection.model.metrics import match_detections
+from visionpipe.tasks.detection.model.state_heads import StateRoIHeads, with_image
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class SingleImageDetector(nn.Module):
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
         proposals, _ = self.rpn(images, features)
-        detections, _ = self.roi_heads(features, proposals, images.image_sizes)
+        detections, _ = self.roi_heads(
+            with_image(features, images.tensors), proposals, images.image_sizes
+        )
         detections = self.transform.postprocess(detections, images.image_sizes, original_size)
         return detections[0]
 

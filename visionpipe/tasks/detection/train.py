@@ -63,6 +63,9 @@ def train(params: Params, args: argparse.Namespace) -> None:
         cfg.min_size,
         cfg.max_size,
         t.trainable_layers,
+        state_head=cfg.state_head,
+        state_arch=cfg.state_arch,
+        state_crop_size=cfg.state_crop_size,
     )
     log.info(
         "detector %s, parts %s, states %s, initial weights: %s",
@@ -96,6 +99,9 @@ def train(params: Params, args: argparse.Namespace) -> None:
             "num_states": len(states),
             "min_size": cfg.min_size,
             "max_size": cfg.max_size,
+            "state_head": cfg.state_head,
+            "state_arch": cfg.state_arch,
+            "state_crop_size": cfg.state_crop_size,
             "trainable_layers": t.trainable_layers,
             "score_threshold": cfg.score_threshold,
             # what a detection must overlap to count as right (export resolves thresholds by it)

@@ -1,10 +1,9 @@
 """Faster R-CNN with a per-box state head (or without one: a plain detector when the data has no
 states), and offline-first loading of its initial weights.
 
-The state head sits on the box head's 1024-wide RoI features, beside the class and box
-predictors, the way torchvision's RoIHeads hang the mask branch: trained on the positive sampled
-proposals against the state of their matched ground-truth box, run at inference on the final
-(post-NMS) boxes so every detection has a state.
+The state head (state_heads: on the box head's RoI features, or a classifier on each box's
+crop of the image) runs at inference on the final (post-NMS) boxes, so every detection has a
+state.
 
 Input convention: the models take float RGB images in 0..255. torchvision's detectors expect
 0..1 and normalize with the ImageNet mean/std inside their transform; we give that transform
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
@@ -43,12 +41,21 @@ from torchvision.models.detection.backbone_utils import (
     _resnet_fpn_extractor,
 )
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from visionpipe.core.errors import UserError
 from visionpipe.core.images import IMAGENET_MEAN, IMAGENET_STD
+from visionpipe.core.models import _lite_package_state, _map_by_order, build_model
+from visionpipe.tasks.detection.model.state_heads import (
+    STATE_HEADS,
+    TEMPERATURE_KEY,
+    CropStatePredictor,
+    CropStateRoIHeads,
+    ImageFedFasterRCNN,
+    StatePredictor,
+    StateRoIHeads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,164 +69,8 @@ PIXEL_STD = [s * 255.0 for s in IMAGENET_STD]
 COCO_CLASSES = 91  # torchvision's COCO detectors (background included)
 REPRESENTATION_SIZE = 1024  # TwoMLPHead width of torchvision's Faster R-CNN box head
 DOWNLOAD_TIMEOUT_S = 10.0
-
-
-#: the state head's temperature in a detector's state dict
-TEMPERATURE_KEY = "roi_heads.state_temperature"
-
-
-class StatePredictor(nn.Sequential):
-    """RoI box features -> state logits: a small MLP beside the class and box predictors."""
-
-    def __init__(self, in_features: int, num_states: int, hidden: int = 256, dropout: float = 0.2):
-        super().__init__(
-            nn.Linear(in_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_states),
-        )
-
-
-def state_loss(
-    state_logits: Tensor,
-    labels: list[Tensor],
-    matched_idxs: list[Tensor],
-    targets: list[dict[str, Tensor]],
-    weight: Tensor | None = None,
-) -> Tensor:
-    """Cross-entropy of the positive sampled proposals against their matched box's state,
-    each state's term scaled by ``weight`` (``detection.state_class_weights``)."""
-    state_targets: list[Tensor] = []
-    for target, matched in zip(targets, matched_idxs, strict=True):
-        states = target["states"]
-        # an image without boxes has only background proposals: any index will do, it is masked
-        state_targets.append(torch.zeros_like(matched) if states.numel() == 0 else states[matched])
-    positive = torch.where(torch.cat(labels) > 0)[0]
-    if positive.numel() == 0:
-        return state_logits.sum() * 0.0  # keeps the graph (and DDP) happy with no positives
-    return F.cross_entropy(
-        state_logits[positive], torch.cat(state_targets)[positive], weight=weight
-    )
-
-
-def _row_max(probs: Tensor) -> tuple[Tensor, Tensor]:
-    """Max and argmax of each row. A zero row is appended and dropped again because
-    onnxruntime's ArgMax/ReduceMax return a wrong shape for a 0-row input (no detections)."""
-    padded = torch.cat([probs, probs.new_zeros((1, probs.shape[1]))])
-    values, indices = padded.max(dim=-1)
-    return values[:-1], indices[:-1]
-
-
-class StateRoIHeads(RoIHeads):
-    """torchvision's Faster R-CNN RoIHeads plus a per-box state branch (``state_predictor``).
-
-    Training adds ``loss_state`` to the losses; inference adds ``states`` (argmax) and
-    ``state_scores`` (its probability, softmax(logits / ``state_temperature``): the temperature
-    the train stage fits on val, 1 until then) to every image's detections. The temperature is
-    a buffer, so the checkpoint and the exported files carry it. Masks and keypoints are not
-    supported. Scriptable with torch.jit.script.
-    """
-
-    def __init__(self, state_predictor: nn.Module, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.state_predictor = state_predictor
-        self.register_buffer("state_temperature", torch.ones(()))
-        # the state loss's per-state weights (all 1: plain cross-entropy); set by training
-        # from detection.state_class_weights, never saved (not part of the model's answers)
-        num_states = [m for m in state_predictor.modules() if isinstance(m, nn.Linear)][-1]
-        self.register_buffer(
-            "state_class_weights", torch.ones(num_states.out_features), persistent=False
-        )
-
-    def box_state_logits(
-        self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
-    ) -> Tensor:
-        """State logits of given boxes (per image, in the transformed images' pixels): what
-        the state head says about a part whose box is known (calibration, evaluation)."""
-        return self.state_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
-
-    @classmethod
-    def from_roi_heads(cls, heads: RoIHeads, state_predictor: nn.Module) -> StateRoIHeads:
-        """The same box branch and settings as ``heads``, with the state branch added."""
-        return cls(
-            state_predictor,
-            heads.box_roi_pool,
-            heads.box_head,
-            heads.box_predictor,
-            heads.proposal_matcher.high_threshold,
-            heads.proposal_matcher.low_threshold,
-            heads.fg_bg_sampler.batch_size_per_image,
-            heads.fg_bg_sampler.positive_fraction,
-            heads.box_coder.weights,
-            heads.score_thresh,
-            heads.nms_thresh,
-            heads.detections_per_img,
-        )
-
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        proposals: list[Tensor],
-        image_shapes: list[tuple[int, int]],
-        targets: list[dict[str, Tensor]] | None = None,
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        if self.training:
-            if targets is None:
-                raise ValueError("targets should not be None when training")
-            for t in targets:
-                if "states" not in t:
-                    raise ValueError("every target needs a states key")
-                if t["states"].dtype != torch.int64:
-                    raise TypeError(f"target states must be int64, got {t['states'].dtype}")
-                if t["states"].shape[0] != t["boxes"].shape[0]:
-                    raise ValueError("target states and boxes differ in length")
-            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
-                proposals, targets
-            )
-            box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-            class_logits, box_regression = self.box_predictor(box_features)
-            loss_classifier, loss_box_reg = fastrcnn_loss(
-                class_logits, box_regression, labels, regression_targets
-            )
-            loss_state = state_loss(
-                self.state_predictor(box_features),
-                labels,
-                matched_idxs,
-                targets,
-                self.state_class_weights,
-            )
-            losses = {
-                "loss_classifier": loss_classifier,
-                "loss_box_reg": loss_box_reg,
-                "loss_state": loss_state,
-            }
-            return [], losses
-
-        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression = self.box_predictor(box_features)
-        boxes, scores, labels = self.postprocess_detections(
-            class_logits, box_regression, proposals, image_shapes
-        )
-        # the state of a detection is read from the features of its final box
-        final_features = self.box_head(self.box_roi_pool(features, boxes, image_shapes))
-        state_logits = self.state_predictor(final_features) / self.state_temperature
-        state_probs = F.softmax(state_logits, dim=-1)
-        state_scores, states = _row_max(state_probs)
-        counts = [b.shape[0] for b in boxes]
-        result: list[dict[str, Tensor]] = []
-        for i, (image_states, image_state_scores) in enumerate(
-            zip(states.split(counts), state_scores.split(counts), strict=True)
-        ):
-            result.append(
-                {
-                    "boxes": boxes[i],
-                    "labels": labels[i],
-                    "scores": scores[i],
-                    "states": image_states,
-                    "state_scores": image_state_scores,
-                }
-            )
-        return result, {}
+#: the checkpoint meta keys (build_detector's arguments) that say how the state head was built
+STATE_HEAD_META = ("state_head", "state_arch", "state_crop_size")
 
 
 class TimmFPNBackbone(nn.Module):
@@ -291,9 +142,7 @@ def _lite0_package_backbone_state(body: nn.Module) -> dict[str, Tensor]:
     The package's tensors pair one to one, in order, with timm's full model; the features
     body is that model minus its head (conv_head, bn, classifier), i.e. a prefix of the order.
     """
-    from visionpipe.core.models import _lite0_package_state, _map_by_order
-
-    source = _lite0_package_state()
+    source = _lite_package_state(0)
     n = len(body.state_dict())
     keys = list(source)
     head = [k for k in keys[n:] if not k.startswith(("_conv_head.", "_bn1.", "_fc."))]
@@ -417,6 +266,9 @@ def build_detector(
     box_score_thresh: float = 0.05,
     box_nms_thresh: float = 0.5,
     box_detections_per_img: int = 100,
+    state_head: str = "roi",
+    state_arch: str = "efficientnet_lite0",
+    state_crop_size: int = 96,
 ) -> BuiltDetector:
     """Faster R-CNN for ``num_parts`` part classes (+ background) with a ``num_states`` state
     head (0: none, torchvision's own RoIHeads: a plain detector), taking float RGB images in
@@ -427,8 +279,13 @@ def build_detector(
     trainable). ``frozen_norm`` (default: whether pretrained weights were loaded) freezes the
     backbone's BatchNorm as torchvision does; rebuilding a checkpoint must repeat it. The RPN and
     RoI sampling defaults are smaller than torchvision's to keep CPU training affordable.
+    ``state_head`` (state_heads): ``roi`` reads the state from the RoI features, ``crop`` from
+    a ``state_arch`` classifier (ImageNet weights when ``pretrained``) on each box's crop at
+    ``state_crop_size`` px.
     """
     _check_arch(arch, trainable_layers)
+    if state_head not in STATE_HEADS:
+        raise UserError(f"detection.state_head: {state_head!r} is not one of roi, crop")
     if num_parts < 1 or num_states < 0:
         raise UserError(
             f"detection: need at least one part (got {num_parts} parts, {num_states} states)"
@@ -448,11 +305,18 @@ def build_detector(
         "box_detections_per_img": box_detections_per_img,
     }
     num_classes = num_parts + 1
+    crop = bool(num_states) and state_head == "crop"
+    detector_class = ImageFedFasterRCNN if crop else FasterRCNN
 
     def finish(model: FasterRCNN, built_arch: str, source: str) -> BuiltDetector:
         if model.roi_heads.box_predictor.cls_score.out_features != num_classes:
             model.roi_heads.box_predictor = FastRCNNPredictor(REPRESENTATION_SIZE, num_classes)
-        if num_states:
+        if crop:
+            classifier = build_model(state_arch, num_states, pretrained, dropout=0.2)
+            predictor = CropStatePredictor(classifier.model.net, state_crop_size)
+            model.roi_heads = CropStateRoIHeads.from_roi_heads(model.roi_heads, predictor)
+            source += f"; state from {state_crop_size} px box crops: {classifier.weights_source}"
+        elif num_states:
             model.roi_heads = StateRoIHeads.from_roi_heads(
                 model.roi_heads, StatePredictor(REPRESENTATION_SIZE, num_states)
             )
@@ -461,7 +325,7 @@ def build_detector(
 
     def lite0(use_package: bool, frozen: bool, note: str = "") -> BuiltDetector:
         backbone, source = _lite0_backbone(use_package, frozen, trainable_layers)
-        model = FasterRCNN(backbone, num_classes, **_lite0_detector_parts(), **options)
+        model = detector_class(backbone, num_classes, **_lite0_detector_parts(), **options)
         return finish(model, LITE0_ARCH, source + note)
 
     def torchvision_arch(
@@ -470,7 +334,8 @@ def build_detector(
         every = not trained or trainable_layers < 0
         trainable = MAX_TRAINABLE_LAYERS[arch] if every else trainable_layers
         backbone = _torchvision_backbone(arch, state, frozen, trainable)
-        return FasterRCNN(backbone, classes, **_torchvision_detector_parts(arch), **options)
+        parts = _torchvision_detector_parts(arch)
+        return detector_class(backbone, classes, **parts, **options)
 
     if not pretrained:
         frozen = bool(frozen_norm)
@@ -524,7 +389,8 @@ def detector_from_checkpoint(
     state_dict: Mapping[str, Tensor], meta: Mapping[str, Any], **options: Any
 ) -> FasterRCNN:
     """Rebuild a trained detector from its state dict and the meta keys arch, num_parts,
-    num_states, min_size, max_size (``options``: build_detector's keyword arguments)."""
+    num_states, min_size, max_size and STATE_HEAD_META (``options``: build_detector's keyword
+    arguments)."""
     missing = [
         k for k in ("arch", "num_parts", "num_states", "min_size", "max_size") if k not in meta
     ]
@@ -538,6 +404,8 @@ def detector_from_checkpoint(
         min_size=int(meta["min_size"]),
         max_size=int(meta["max_size"]),
         frozen_norm=uses_frozen_norm(state_dict),
+        # older checkpoints have no state_head: theirs read the RoI features
+        **{k: meta[k] for k in STATE_HEAD_META if k in meta},
         **options,
     )
     state_dict = dict(state_dict)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from visionpipe.core.batches import batches
 from visionpipe.core.calibration import calibrate
 from visionpipe.tasks.detection.model.dataset import DetectionSet
-from visionpipe.tasks.detection.model.detector import StateRoIHeads
+from visionpipe.tasks.detection.model.state_heads import StateRoIHeads, with_image
 
 
 @torch.no_grad()
@@ -37,6 +37,7 @@ def box_state_logits(
         if isinstance(features, Tensor):
             features = {"0": features}
         boxes = [t["boxes"] for t in scaled]
+        features = with_image(features, image_list.tensors)  # a crop state head cuts from it
         logits.append(heads.box_state_logits(features, boxes, image_list.image_sizes).cpu())
         states.append(torch.cat([t["states"] for t in scaled]).cpu())
     if not logits:
