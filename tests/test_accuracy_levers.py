@@ -346,7 +346,7 @@ def test_balanced_state_weights_count_each_state_alike():
 def test_the_state_loss_uses_the_weights_and_they_are_not_saved():
     from tests.test_detection_model import batch
     from tests.test_detection_model import tiny as tiny_detector
-    from visionpipe.tasks.detection.model.detector import state_loss
+    from visionpipe.tasks.detection.model.state_heads import state_loss
 
     model = tiny_detector().model
     assert "roi_heads.state_class_weights" not in model.state_dict()
