@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_detection_model import LOSSES, OUTPUTS, _split_of, batch
+from tests.test_detection_model import (
+    LOSSES,
+    OUTPUTS,
+    _split_of,
+    batch,
+    one_thread,  # noqa: F401  (autouse: one thread)
+)
 from tests.test_params import with_change
 from visionpipe.core.errors import UserError
 from visionpipe.core.params import ParamsError, params_from_dict
@@ -31,14 +37,6 @@ CROP = {"state_head": "crop", "state_arch": "mobilenet_v3_small", "state_crop_si
 META = {"arch": LITE0_ARCH, "num_parts": 2, "num_states": 3, "min_size": 128, "max_size": 160}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def crop_detector(**kwargs):
     torch.manual_seed(0)
     return build_detector(LITE0_ARCH, 2, 3, False, 128, 160, **{**CROP, **kwargs})
@@ -46,7 +44,6 @@ def crop_detector(**kwargs):
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(1)
     return crop_detector(box_score_thresh=0.0, box_detections_per_img=20).model.eval()
 
 

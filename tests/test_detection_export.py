@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.test_detection_model import one_thread  # noqa: F401  (autouse: one thread)
 from visionpipe.core.runtimes import DETECTION_OUTPUTS as OUTPUT_NAMES
 from visionpipe.core.runtimes import INPUT_NAME, onnx_session
 from visionpipe.core.runtimes import run_onnx_detector as run_onnx
@@ -16,14 +17,6 @@ from visionpipe.tasks.detection.export import (
     try_export,
 )
 from visionpipe.tasks.detection.model.detector import LITE0_ARCH, build_detector
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def detector(score_thresh: float) -> torch.nn.Module:
