@@ -85,6 +85,16 @@ def test_a_batch_without_boxes_gives_a_zero_state_loss_that_keeps_the_graph():
     assert losses["loss_state"].item() == 0.0 and losses["loss_state"].requires_grad
 
 
+def test_a_box_without_width_is_refused_as_fasterrcnn_refuses_it():
+    model = crop_detector().model.train()
+    images, targets = batch()
+    bad = {**targets[1], "boxes": targets[1]["boxes"].clone()}
+    bad["boxes"][1, 2] = bad["boxes"][1, 0]  # x2 == x1
+    with pytest.raises(ValueError, match="positive height and width.*target at index 1"):
+        model(images, [targets[0], bad])
+    assert set(model(images, targets)) == LOSSES  # the valid batch still trains
+
+
 def test_the_state_loss_weights_count_in_the_crop_loss():
     model = crop_detector().model.train()
     images, targets = batch()

@@ -279,6 +279,8 @@ class ImageFedFasterRCNN(FasterRCNN):
         if self.training and targets is None:
             raise ValueError("targets should not be None when training")
         image_list, targets = self.transform(images, targets)
+        if targets is not None:
+            _check_boxes(targets)
         features = self.backbone(image_list.tensors)
         proposals, proposal_losses = self.rpn(image_list, features, targets)
         detections, detector_losses = self.roi_heads(
@@ -293,3 +295,17 @@ class ImageFedFasterRCNN(FasterRCNN):
         if torch.jit.is_scripting():
             return losses, detections
         return self.eager_outputs(losses, detections)
+
+
+def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
+    """FasterRCNN's check, kept in the override: a box without positive width and height would
+    give NaN box-regression losses several steps later instead of an error naming it."""
+    for index, target in enumerate(targets):
+        boxes = target["boxes"]
+        degenerate = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+        if bool(degenerate.any()):
+            box: list[float] = boxes[torch.where(degenerate)[0][0]].tolist()
+            raise ValueError(
+                f"All bounding boxes should have positive height and width. "
+                f"Found invalid box {box} for target at index {index}."
+            )
