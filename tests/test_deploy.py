@@ -193,6 +193,45 @@ def test_quantized_onnx_runs_and_stays_close(exported, tmp_path, mode):
     assert [p.name for p in tmp_path.iterdir()] == [dst.name]  # no temporary files left
 
 
+@pytest.mark.parametrize("reduce_range, bound", [(True, 64), (False, 128)])
+def test_reduce_range_keeps_static_weights_in_7_bits(exported, tmp_path, reduce_range, bound):
+    import onnx
+    from onnx import numpy_helper
+
+    calib = torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8)
+    dst = tmp_path / "model.int8.onnx"
+    export.quantize_onnx(exported / "model.onnx", dst, "static", calib, reduce_range)
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(dst)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    widest = max(int(abs(w.astype(int)).max()) for w in weights)
+    assert weights and widest <= bound and (reduce_range or widest > 64)
+
+
+@pytest.mark.parametrize(
+    "machine, flags, expected",
+    [
+        ("x86_64", "fpu sse2 avx2 fma", True),  # Zen 2/3: AVX2 without VNNI
+        ("x86_64", "avx2 avx512f avx512_vnni", False),  # Zen 4, Ice Lake and later
+        ("x86_64", "avx2 avx_vnni", False),  # Alder Lake: VNNI without AVX-512
+        ("aarch64", "fp asimd", False),
+    ],
+)
+def test_reduce_range_auto_follows_the_cpu(tmp_path, monkeypatch, machine, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(export.platform, "machine", lambda: machine)
+    assert export.resolve_reduce_range("auto", cpuinfo) is expected
+    assert export.resolve_reduce_range(not expected, cpuinfo) is (not expected)
+
+
+def test_reduce_range_auto_without_cpuinfo_reduces_on_x86(tmp_path, monkeypatch):
+    monkeypatch.setattr(export.platform, "machine", lambda: "AMD64")  # Windows: no /proc
+    assert export.resolve_reduce_range("auto", tmp_path / "absent") is True
+
+
 def test_parity_tolerance_fails_the_export():
     export.check_parity("onnx", {"max_abs_diff": 1e-6}, 1e-4)
     with pytest.raises(UserError, match="export: onnx differs from PyTorch by 0.01 "):

@@ -80,6 +80,7 @@ def test_repo_params_are_valid():
         ("data.states", ["a", "a"], "data.states: expected distinct state names ([] for a plain"),
         ("simulate.drift_reference_frames", 1, "simulate.drift_reference_frames: expected 0"),
         ("split.duplicate_distance", 17, "split.duplicate_distance: 17 is out of range"),
+        ("export.reduce_range", "yes", "export.reduce_range: expected auto, true or false"),
     ],
 )
 def test_bad_values_name_the_key(path, value, message):

@@ -8,6 +8,7 @@ inside the model), with a dynamic batch dimension.
 from __future__ import annotations
 
 import logging
+import platform
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -62,8 +63,36 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
         onnx.checker.check_model(str(tmp))
 
 
-def quantize_onnx(src: Path, dst: Path, mode: str, calibration: Images | None) -> None:
-    """INT8 ONNX: ``static`` (QDQ, per-channel, calibrated) or ``dynamic`` (weights only)."""
+# x86 instruction sets whose 8-bit dot products do not saturate (ONNX Runtime's quantization
+# docs: without them, u8 x s8 products overflow int16 and 7-bit weights are the remedy)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def resolve_reduce_range(setting: str | bool, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """``export.reduce_range``: ``auto`` reduces on an x86 CPU without VNNI (and on an x86 CPU
+    whose flags cannot be read, where 7-bit weights cost little and 8-bit ones may cost much)."""
+    if isinstance(setting, bool):
+        return setting
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False  # ARM's int8 kernels have no such saturation
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return True
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        None,
+    )
+    if flags is None:
+        return True
+    return not any(flag in flags for flag in VNNI_FLAGS)
+
+
+def quantize_onnx(
+    src: Path, dst: Path, mode: str, calibration: Images | None, reduce_range: bool = False
+) -> None:
+    """INT8 ONNX: ``static`` (QDQ, per-channel, calibrated; 7-bit weights when
+    ``reduce_range``) or ``dynamic`` (weights only)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Images(CalibrationDataReader):
@@ -80,18 +109,20 @@ def quantize_onnx(src: Path, dst: Path, mode: str, calibration: Images | None) -
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantizer logs every rescaled bias at INFO
     try:
-        _quantize(src, dst, mode, calibration, Images)
+        _quantize(src, dst, mode, calibration, Images, reduce_range)
     finally:
         root.setLevel(level)
 
 
-def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls) -> None:
+def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls, reduce_range: bool) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with atomic_path(dst) as tmp:
         if mode == "dynamic":
-            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(src), str(tmp), weight_type=QuantType.QInt8, reduce_range=reduce_range
+            )
             return
         with tempfile.TemporaryDirectory(dir=dst.parent) as work:
             pre = Path(work) / "preprocessed.onnx"
@@ -104,6 +135,7 @@ def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls) -> None:
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                reduce_range=reduce_range,
             )
 
 

@@ -332,6 +332,13 @@ class Evaluate:
     latency_runs: int = field(default=20, metadata=_range(1))
 
 
+def _check_reduce_range(key: str, value: Any) -> str | bool:
+    """``auto`` (decided by the exporting CPU, see visionpipe.core.onnx), ``true`` or ``false``."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise ParamsError(f"{key}: expected auto, true or false, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Export:
     opset: int = field(default=17, metadata=_range(7, 25))
@@ -341,6 +348,9 @@ class Export:
     latency_runs: int = field(default=30, metadata=_range(1))
     quantize: str = field(default="static", metadata=_choice(*QUANTIZATION))
     calibration_samples: int = field(default=64, metadata=_range(1))
+    # static INT8 weights in 7 bits: x86 CPUs without VNNI saturate 8-bit products (auto: on
+    # such a CPU only)
+    reduce_range: Any = field(default="auto", metadata={"check": _check_reduce_range})
 
 
 def _check_reference_frames(key: str, value: Any) -> int:
