@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -89,10 +89,16 @@ def resolve_reduce_range(setting: str | bool, cpuinfo: Path = Path("/proc/cpuinf
 
 
 def quantize_onnx(
-    src: Path, dst: Path, mode: str, calibration: Images | None, reduce_range: bool = False
+    src: Path,
+    dst: Path,
+    mode: str,
+    calibration: Images | None,
+    reduce_range: bool = False,
+    **static_options: Any,
 ) -> None:
     """INT8 ONNX: ``static`` (QDQ, per-channel, calibrated; 7-bit weights when
-    ``reduce_range``) or ``dynamic`` (weights only)."""
+    ``reduce_range``; ``static_options`` go to ONNX Runtime's ``quantize_static``, e.g. a
+    calibration method for benchmarks/int8_variants.py) or ``dynamic`` (weights only)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Images(CalibrationDataReader):
@@ -109,12 +115,12 @@ def quantize_onnx(
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantizer logs every rescaled bias at INFO
     try:
-        _quantize(src, dst, mode, calibration, Images, reduce_range)
+        _quantize(src, dst, mode, calibration, Images, reduce_range, static_options)
     finally:
         root.setLevel(level)
 
 
-def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls, reduce_range: bool) -> None:
+def _quantize(src, dst, mode, calibration, reader_cls, reduce_range, options) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -136,6 +142,7 @@ def _quantize(src: Path, dst: Path, mode: str, calibration, reader_cls, reduce_r
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 reduce_range=reduce_range,
+                **options,
             )
 
 
