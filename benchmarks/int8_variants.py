@@ -78,7 +78,7 @@ def main() -> None:
         run = lambda x: run_onnx(session, x)  # noqa: E731
         out = {s: onnx_export.run_batched(run, images[s]) for s in images}
         one = images["test"][:1].float()
-        return out, latency(run, one, WARMUP, 30)["median_ms"]
+        return out, latency(run, one, WARMUP, params.export.latency_runs)["median_ms"]
 
     reference, fp32_ms = outputs(src)
     per_label = list(task.per_label_metrics(reference["test"], targets["test"], labels))
