@@ -45,7 +45,11 @@ def static_options(variant: str) -> tuple[bool, dict[str, Any]]:
     if calibration == "entropy":
         return bits == "7bit", {"calibrate_method": CalibrationMethod.Entropy}
     if calibration.startswith("p"):
-        options = {"CalibPercentile": float(calibration[1:]), "CalibTensorRangeSymmetric": False}
+        try:
+            percentile = float(calibration[1:])
+        except ValueError:
+            raise SystemExit(f"--variants: {calibration!r} is not pNN.N (e.g. p99.9)") from None
+        options = {"CalibPercentile": percentile, "CalibTensorRangeSymmetric": False}
         return bits == "7bit", {
             "calibrate_method": CalibrationMethod.Percentile,
             "extra_options": options,
