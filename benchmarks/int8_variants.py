@@ -25,7 +25,7 @@ import torch
 
 from visionpipe.core import onnx as onnx_export
 from visionpipe.core.checkpoint import read_checkpoint
-from visionpipe.core.image.split_images import split_images
+from visionpipe.core.image.split_images import calibration_images, split_images
 from visionpipe.core.manifests import read_split
 from visionpipe.core.params import load_params
 from visionpipe.core.runtimes import onnx_session, run_onnx
@@ -73,9 +73,7 @@ def main() -> None:
         manifest = read_split("data/splits", split)
         images[split] = split_images(params, manifest, size, f"decoding {split}")
         targets[split] = task.targets(manifest, labels)
-    train = read_split("data/splits", "train")
-    calib_m = train.sample(min(params.export.calibration_samples, len(train)), random_state=0)
-    calib = split_images(params, calib_m, size, "calibration")
+    calib = calibration_images(params, "data/splits", size)
 
     def outputs(path: Path) -> tuple[dict[str, torch.Tensor], float]:
         session = onnx_session(path, args.threads)

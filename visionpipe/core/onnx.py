@@ -88,6 +88,11 @@ def resolve_reduce_range(setting: str | bool, cpuinfo: Path = Path("/proc/cpuinf
     return not any(flag in flags for flag in VNNI_FLAGS)
 
 
+def weight_bits(reduce_range: bool) -> int:
+    """The bits an INT8 weight keeps: 7 with ``reduce_range``, else 8."""
+    return 7 if reduce_range else 8
+
+
 def quantize_onnx(
     src: Path,
     dst: Path,
@@ -101,7 +106,7 @@ def quantize_onnx(
     calibration method for benchmarks/int8_variants.py) or ``dynamic`` (weights only)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    class Images(CalibrationDataReader):
+    class CalibrationImages(CalibrationDataReader):
         """Calibration images, one at a time, as the quantizer asks for them."""
 
         def __init__(self, images: Images):
@@ -115,12 +120,20 @@ def quantize_onnx(
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantizer logs every rescaled bias at INFO
     try:
-        _quantize(src, dst, mode, calibration, Images, reduce_range, static_options)
+        _quantize(src, dst, mode, calibration, CalibrationImages, reduce_range, static_options)
     finally:
         root.setLevel(level)
 
 
-def _quantize(src, dst, mode, calibration, reader_cls, reduce_range, options) -> None:
+def _quantize(
+    src: Path,
+    dst: Path,
+    mode: str,
+    calibration: Images | None,
+    reader_cls: type,
+    reduce_range: bool,
+    options: dict[str, Any],
+) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -16,7 +16,7 @@ import torch
 from visionpipe.core import onnx as onnx_export
 from visionpipe.core.checkpoint import load_checkpoint
 from visionpipe.core.errors import UserError
-from visionpipe.core.image.split_images import split_images
+from visionpipe.core.image.split_images import calibration_images, split_images
 from visionpipe.core.image.task import ImageTask
 from visionpipe.core.images import DECODING, IMAGENET_MEAN, IMAGENET_STD
 from visionpipe.core.io import write_csv, write_json
@@ -88,15 +88,10 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
     onnx_export.export_onnx(model, parity_x[:1], files["onnx"], cfg.opset)
     if cfg.quantize != "none":
         files["onnx_int8"] = out / "model.int8.onnx"
-        calib_m = read_split(args.splits, "train")
-        calib_m = calib_m.sample(min(cfg.calibration_samples, len(calib_m)), random_state=0)
-        calib = split_images(params, calib_m, size, "calibration")
+        calib = calibration_images(params, args.splits, size)
         reduce_range = onnx_export.resolve_reduce_range(cfg.reduce_range)
-        log.info(
-            "INT8 weights in %d bits (export.reduce_range: %s)",
-            7 if reduce_range else 8,
-            cfg.reduce_range,
-        )
+        weight_bits = onnx_export.weight_bits(reduce_range)
+        log.info("INT8 weights in %d bits (export.reduce_range: %s)", weight_bits, cfg.reduce_range)
         onnx_export.quantize_onnx(
             files["onnx"], files["onnx_int8"], cfg.quantize, calib, reduce_range
         )
@@ -138,7 +133,7 @@ def export(task: ImageTask, params: Params, args: argparse.Namespace) -> None:
             "mode": cfg.quantize,
             "calibration_images": 0 if cfg.quantize == "dynamic" else int(len(calib)),
             # the exporting CPU decides auto: the figures below hold for CPUs like it
-            "reduce_range": {"setting": cfg.reduce_range, "weight_bits": 7 if reduce_range else 8},
+            "reduce_range": {"setting": cfg.reduce_range, "weight_bits": weight_bits},
             "test_images": int(len(test_x)),
             "fp32": fp32,
             "int8": int8,
