@@ -31,12 +31,12 @@ def params(**train) -> Params:
     )
 
 
-def run_fit(model, p: Params, seed: int = 0, n: int = 128):
+def run_fit(model, p: Params, seed: int = 0, n: int = 128, criterion=None, mixer=None):
     gen = seed_everything(seed)
     train_x, train_y = synthetic(n, gen)
     val_x, val_y = synthetic(64, gen)
     logged = []
-    criterion = torch.nn.CrossEntropyLoss()
+    criterion = criterion or torch.nn.CrossEntropyLoss()
     result = fit(
         model,
         get_task("classification"),
@@ -49,6 +49,7 @@ def run_fit(model, p: Params, seed: int = 0, n: int = 128):
         torch.device("cpu"),
         gen,
         lambda e, m: logged.append((e, m)),
+        mixer=mixer,
     )
     return result, logged
 

@@ -277,6 +277,8 @@ class Classification:
 
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
     class_weights: Any = field(default="none", metadata={"check": _check_class_weights})
+    mixup_alpha: float = field(default=0.0, metadata=_range(0.0))  # 0: off
+    cutmix_alpha: float = field(default=0.0, metadata=_range(0.0))  # 0: off
 
 
 @dataclass(frozen=True)
@@ -348,8 +350,8 @@ class Export:
     latency_runs: int = field(default=30, metadata=_range(1))
     quantize: str = field(default="static", metadata=_choice(*QUANTIZATION))
     calibration_samples: int = field(default=64, metadata=_range(1))
-    # static INT8 weights in 7 bits: x86 CPUs without VNNI saturate 8-bit products (auto: on
-    # such a CPU only)
+    # INT8 weights (static and dynamic) in 7 bits: x86 CPUs without VNNI saturate 8-bit
+    # products (auto: on such a CPU only)
     reduce_range: Any = field(default="auto", metadata={"check": _check_reduce_range})
 
 

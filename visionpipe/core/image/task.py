@@ -6,6 +6,7 @@ loss, per-epoch metrics, what the output means and how far an export may drift.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,11 @@ import pandas as pd
 import torch
 
 from visionpipe.core.task import TaskModel
+
+#: (uint8 images B x 3 x H x W, targets, generator) -> (float images, training targets)
+BatchMixer = Callable[
+    [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 class ImageTask(TaskModel):
@@ -50,6 +56,11 @@ class ImageTask(TaskModel):
         self, params: Any, labels: list[str], train_targets: torch.Tensor
     ) -> torch.nn.Module:
         """The training loss (class weights, smoothing or a regression loss, from params)."""
+
+    def batch_mixer(self, params: Any, labels: list[str]) -> BatchMixer | None:
+        """What blends each training batch and its targets (classification: MixUp, CutMix);
+        None: batches train as augmented."""
+        return None
 
     @abstractmethod
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

@@ -21,7 +21,7 @@ from visionpipe.core.engine import FitResult, TrainHooks, fit, log_best, run_rec
 from visionpipe.core.freezing import frozen_layers
 from visionpipe.core.image.size import image_size, progressive_size, resize_batch
 from visionpipe.core.image.split_images import split_images
-from visionpipe.core.image.task import ImageTask
+from visionpipe.core.image.task import BatchMixer, ImageTask
 from visionpipe.core.io import write_json
 from visionpipe.core.manifests import fingerprint, read_split
 from visionpipe.core.models import ImageModel, build_model, count_parameters
@@ -47,8 +47,10 @@ class ImageHooks(TrainHooks):
         val_x: Images,
         val_y: torch.Tensor,
         device: torch.device,
+        mixer: BatchMixer | None = None,
     ):
         self.model, self.task, self.params = model, task, params
+        self.mixer = mixer
         self.criterion = criterion.to(device)
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.device = device
@@ -73,8 +75,11 @@ class ImageHooks(TrainHooks):
     ) -> dict[str, torch.Tensor]:
         x = resize_batch(self.train_x[idx], self.size)
         x = augment_batch(x, self.params.augment, gen)
+        y = self.train_y[idx]
+        if self.mixer is not None:
+            x, y = self.mixer(x, y, gen)
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        y = self.train_y[idx].to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
         return {"loss": self.criterion(model(x), y)}
 
     def validate(self, model: nn.Module, dist: Dist) -> dict[str, float]:
@@ -136,7 +141,10 @@ def train(task: ImageTask, params: Params, args: argparse.Namespace, code: str) 
     val_x = split_images(params, val_m, size, "decoding val")
     dataset = fingerprint(args.splits)
     key = state_key(params, task.name, dataset, labels, code)
-    hooks = ImageHooks(built.model, task, params, criterion, train_x, train_y, val_x, val_y, device)
+    mixer = task.batch_mixer(params, labels)
+    hooks = ImageHooks(
+        built.model, task, params, criterion, train_x, train_y, val_x, val_y, device, mixer
+    )
     with train_live(args.live, dist.is_main) as live:
         log_epoch = epoch_logger(live)  # not rank 0 (live is None): only one process writes
         state = args.state if params.train.resume else None
@@ -191,7 +199,10 @@ def fit_images(
     state_path: str | None = None,
     state_key: str = "",
     dist: Dist | None = None,
+    mixer: BatchMixer | None = None,
 ) -> FitResult:
     """The engine's :func:`~visionpipe.core.engine.fit` on decoded image tensors."""
-    hooks = ImageHooks(model, task, params, criterion, train_x, train_y, val_x, val_y, device)
+    hooks = ImageHooks(
+        model, task, params, criterion, train_x, train_y, val_x, val_y, device, mixer
+    )
     return fit(hooks, task, params, device, gen, log_epoch, state_path, state_key, dist)

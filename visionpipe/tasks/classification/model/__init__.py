@@ -14,9 +14,10 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from visionpipe.core.calibration import calibrate, softmax
 from visionpipe.core.errors import UserError
-from visionpipe.core.image.task import ImageTask
+from visionpipe.core.image.task import BatchMixer, ImageTask
 from visionpipe.core.thresholds import accuracy_threshold
 from visionpipe.tasks.classification.model.class_weights import class_weights
+from visionpipe.tasks.classification.model.mixing import batch_mixer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class ClassificationTask(ImageTask):
         return torch.nn.CrossEntropyLoss(
             weight=weights, label_smoothing=params.classification.label_smoothing
         )
+
+    def batch_mixer(self, params: Any, labels: list[str]) -> BatchMixer | None:
+        cfg = params.classification
+        return batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, len(labels))
 
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         pred = outputs.argmax(1).numpy()

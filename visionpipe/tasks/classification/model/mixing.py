@@ -1,0 +1,39 @@
+"""MixUp and CutMix (``classification.mixup_alpha`` / ``cutmix_alpha``): each training batch
+blended with itself shifted by one sample, its labels turned into the matching soft targets.
+
+torchvision's v2 transforms do the blending; they draw from the global RNG, so each call runs
+in a forked CPU RNG seeded from the run's generator (a run stays reproducible from its seed,
+a resumed run included, and model init and dropout keep their stream).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from visionpipe.core.image.task import BatchMixer
+
+
+def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> BatchMixer | None:
+    """The mixer (class indices in, soft targets B x ``num_classes`` out) for these
+    Beta(alpha, alpha) parameters (0: that one off); with both on, each batch takes one of them
+    at random (the torchvision and timm reference recipes). None when both are off, so training
+    sees the hard labels as before."""
+    transforms = []
+    if mixup_alpha > 0:
+        transforms.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        transforms.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not transforms:
+        return None
+    mix = transforms[0] if len(transforms) == 1 else v2.RandomChoice(transforms)
+
+    def apply(
+        x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seed = int(torch.randint(0, 2**62, (), generator=gen))
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return mix(x.float(), y)
+
+    return apply
