@@ -196,7 +196,10 @@ def one_epoch(params: Any, train_x: Any, train_labels: list, val_x: Any, val_lab
     m = params.model
     hidden = task.head_hidden(params)
     built = build_model(m.arch, len(labels), m.pretrained, m.dropout, m.weights, hidden)
-    hooks = ImageHooks(built.model, task, params, criterion, train_x, train_y, val_x, val_y, device)
+    mixer = task.batch_mixer(params, labels)
+    hooks = ImageHooks(
+        built.model, task, params, criterion, train_x, train_y, val_x, val_y, device, mixer
+    )
     warm_up(hooks, params)
     result = fit(hooks, task, params, device, gen, lambda epoch, metrics: None)
     return result.history[0]

@@ -48,6 +48,7 @@ def test_cutmix_pastes_one_box_from_the_previous_image_and_its_share_is_the_area
     pasted = (mixed == x.float().roll(1, 0)).all(1) & ~own
     assert bool((own | pasted).all())  # nothing blended: every pixel is one image's
     area_share = pasted.float().mean((1, 2))
+    assert 0.05 < float(area_share[0]) < 0.95  # this seed's box: neither empty nor everything
     assert bool((area_share == area_share[0]).all())  # one box for the whole batch
     partner = soft[torch.arange(8), y.roll(1, 0)]
     assert torch.allclose(partner, area_share, atol=0.02)  # random images rarely tie a pixel
