@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from visionpipe.core.params import Augment
+from visionpipe.core.runtime import global_rng_from
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 _CROP_RATIO = (3 / 4, 4 / 3)
@@ -118,17 +119,11 @@ def _color_jitter(x: torch.Tensor, cfg: Augment, gen: torch.Generator) -> torch.
 
 
 def _per_sample_policy(policy: v2.Transform) -> Callable[..., torch.Tensor]:
-    """Run a torchvision policy per sample, seeded from ``gen`` inside a forked CPU RNG.
-
-    torchvision draws from the global RNG; forking it keeps the caller's stream (model init,
-    dropout) untouched. Only the CPU generator is seeded (not ``torch.manual_seed``, which also
-    reseeds CUDA generators that ``fork_rng(devices=[])`` would not restore).
-    """
+    """Run a torchvision policy per sample; it draws from the global RNG, seeded from ``gen``
+    (visionpipe.core.runtime.global_rng_from)."""
 
     def apply(x: torch.Tensor, cfg: Augment, gen: torch.Generator) -> torch.Tensor:
-        seed = int(torch.randint(0, 2**62, (), generator=gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with global_rng_from(gen):
             return torch.stack([policy(img) for img in x])
 
     return apply

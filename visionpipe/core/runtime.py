@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -45,3 +47,18 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def global_rng_from(gen: torch.Generator) -> Iterator[None]:
+    """Run code that draws from torch's global RNG (torchvision's AutoAugment, MixUp, CutMix)
+    on one draw from ``gen``, so it is reproducible from the run's seed and resumes with it.
+
+    The global CPU RNG is forked, which keeps the caller's stream (model init, dropout)
+    untouched. Only the CPU generator is seeded (not ``torch.manual_seed``, which also reseeds
+    CUDA generators that ``fork_rng(devices=[])`` would not restore).
+    """
+    seed = int(torch.randint(0, 2**62, (), generator=gen))
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield

@@ -2,8 +2,7 @@
 blended with itself shifted by one sample, its labels turned into the matching soft targets.
 
 torchvision's v2 transforms do the blending; they draw from the global RNG, so each call runs
-in a forked CPU RNG seeded from the run's generator (a run stays reproducible from its seed,
-a resumed run included, and model init and dropout keep their stream).
+seeded from the run's generator (visionpipe.core.runtime.global_rng_from).
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from visionpipe.core.image.task import BatchMixer
+from visionpipe.core.runtime import global_rng_from
 
 
 def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> BatchMixer | None:
@@ -31,9 +31,7 @@ def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> Ba
     def apply(
         x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        seed = int(torch.randint(0, 2**62, (), generator=gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with global_rng_from(gen):
             return mix(x.float(), y)
 
     return apply
