@@ -125,6 +125,10 @@ class TrainHooks(ABC):
     num_samples: int
     #: DDP: let a step leave some parameters without a gradient (a detector's heads can)
     find_unused_parameters: bool = False
+    #: None: an epoch goes through every sample once, shuffled; else one draw weight per
+    #: sample, and an epoch draws ``num_samples`` of them with replacement in proportion
+    #: (class-balanced sampling)
+    sample_weights: torch.Tensor | None = None
 
     def frozen(self, epoch: int) -> list[nn.Module] | None:
         """The layers that do not train in ``epoch`` (0-based); None: the model's own
@@ -288,10 +292,21 @@ def _ddp(
     )
 
 
-def _epoch_batches(n: int, batch_size: int, gen: torch.Generator, dist: Dist) -> list:
-    """Shuffled index batches, the same in every process; batches too small to give every
-    process at least 2 samples are left out (BatchNorm cannot train on one sample)."""
-    order = list(batches(n, batch_size, shuffle=True, gen=gen))
+def _epoch_batches(
+    n: int,
+    batch_size: int,
+    gen: torch.Generator,
+    dist: Dist,
+    weights: torch.Tensor | None = None,
+) -> list:
+    """Shuffled index batches (or ``n`` draws in proportion to ``weights``), the same in every
+    process; batches too small to give every process at least 2 samples are left out
+    (BatchNorm cannot train on one sample)."""
+    if weights is None:
+        order = list(batches(n, batch_size, shuffle=True, gen=gen))
+    else:
+        drawn = torch.multinomial(weights.double(), n, replacement=True, generator=gen)
+        order = list(drawn.split(batch_size))
     return [idx for idx in order if len(idx) >= 2 * dist.world or len(order) == 1]
 
 
@@ -351,7 +366,7 @@ def fit(
             net, frozen_ids = _ddp(model, device, dist, hooks.find_unused_parameters), ids
         began, sums, seen = time.perf_counter(), {}, 0
         bar = tqdm(
-            _epoch_batches(hooks.num_samples, cfg.batch_size, gen, dist),
+            _epoch_batches(hooks.num_samples, cfg.batch_size, gen, dist, hooks.sample_weights),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
             disable=not dist.is_main,

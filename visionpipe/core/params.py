@@ -67,6 +67,7 @@ AMP_DTYPES = ("fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATION = ("none", "static", "dynamic")
 REGRESSION_LOSSES = ("mse", "huber", "l1")
+SAMPLING = ("shuffle", "balanced", "sqrt")  # classification.sampling
 
 
 class ParamsError(UserError):
@@ -279,6 +280,8 @@ class Classification:
     class_weights: Any = field(default="none", metadata={"check": _check_class_weights})
     mixup_alpha: float = field(default=0.0, metadata=_range(0.0))  # 0: off
     cutmix_alpha: float = field(default=0.0, metadata=_range(0.0))  # 0: off
+    # shuffle: every image once an epoch; balanced | sqrt: draws weighted by class rarity
+    sampling: str = field(default="shuffle", metadata=_choice(*SAMPLING))
 
 
 @dataclass(frozen=True)

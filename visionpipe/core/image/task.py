@@ -62,6 +62,11 @@ class ImageTask(TaskModel):
         None: batches train as augmented."""
         return None
 
+    def sample_weights(self, params: Any, train_targets: torch.Tensor) -> torch.Tensor | None:
+        """One draw weight per training image (classification: ``classification.sampling``);
+        None: every epoch goes through each image once."""
+        return None
+
     @abstractmethod
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Validation metrics logged every epoch (keys without the ``val_`` prefix)."""

@@ -55,6 +55,7 @@ class ImageHooks(TrainHooks):
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.device = device
         self.num_samples = len(train_x)
+        self.sample_weights = task.sample_weights(params, train_y)
         #: the decoded images' size (model.image_size); a progressive schedule trains smaller
         self.full_size = self.size = int(
             val_x[:1].shape[-1] if len(val_x) else train_x[:1].shape[-1]

@@ -18,6 +18,7 @@ from visionpipe.core.image.task import BatchMixer, ImageTask
 from visionpipe.core.thresholds import accuracy_threshold
 from visionpipe.tasks.classification.model.class_weights import class_weights
 from visionpipe.tasks.classification.model.mixing import batch_mixer
+from visionpipe.tasks.classification.model.sampling import sample_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class ClassificationTask(ImageTask):
     def batch_mixer(self, params: Any, labels: list[str]) -> BatchMixer | None:
         cfg = params.classification
         return batch_mixer(cfg.mixup_alpha, cfg.cutmix_alpha, len(labels))
+
+    def sample_weights(self, params: Any, train_targets: torch.Tensor) -> torch.Tensor | None:
+        return sample_weights(params.classification.sampling, train_targets)
 
     def epoch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         pred = outputs.argmax(1).numpy()
