@@ -34,7 +34,7 @@ from visionpipe.core.plots import (
     plot_image_grid,
     plot_reliability,
 )
-from visionpipe.tasks.classification.model import TASK, check_classes
+from visionpipe.tasks.classification.model import TASK, binary_scores
 
 log = logging.getLogger("visionpipe.evaluate")
 
@@ -194,10 +194,7 @@ def binary_metrics(
     sample is positive, which an argmax over the individual classes would ignore when the mass
     is spread over several positive classes.
     """
-    check_classes("evaluate.binary_positive", positive, labels)
-    pos_ids = [labels.index(p) for p in positive]
-    t = np.isin(true, pos_ids)
-    scores = probs[:, pos_ids].sum(1)
+    scores, t = binary_scores(probs, true, labels, positive)
     p = scores >= threshold
     prec, rec, f1, _ = precision_recall_fscore_support(t, p, average="binary", zero_division=0)
     return {

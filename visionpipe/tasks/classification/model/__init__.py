@@ -103,9 +103,10 @@ class ClassificationTask(ImageTask):
     ) -> None:
         """The binary threshold with the best validation accuracy (calibrated probabilities
         of the positive classes summed, as evaluate scores test)."""
-        pos_ids = [labels.index(p) for p in params.evaluate.binary_positive]
-        scores = softmax(outputs, self.temperature)[:, pos_ids].sum(1)
-        positive = np.isin(targets.numpy(), pos_ids)
+        probs = softmax(outputs, self.temperature)
+        scores, positive = binary_scores(
+            probs, targets.numpy(), labels, params.evaluate.binary_positive
+        )
         self.binary_threshold = accuracy_threshold(scores, positive)
         self.binary_threshold_from = {
             "split": "val",
@@ -146,6 +147,16 @@ def check_classes(key: str, names: list[str], labels: list[str]) -> None:
     unknown = [n for n in names if n not in labels]
     if unknown:
         raise UserError(f"{key}: {unknown[0]!r} is not a class; classes: {', '.join(labels)}")
+
+
+def binary_scores(
+    probs: np.ndarray, true: np.ndarray, labels: list[str], positive: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The classes collapsed into negative/positive (``evaluate.binary_positive``): each
+    sample's summed probability of the positive classes, and whether its class is one."""
+    check_classes("evaluate.binary_positive", positive, labels)
+    pos_ids = [labels.index(p) for p in positive]
+    return probs[:, pos_ids].sum(1), np.isin(true, pos_ids)
 
 
 TASK = ClassificationTask
