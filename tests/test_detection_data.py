@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from visionpipe.core.images import fit_scale
+from visionpipe.core.params import Augment, ParamsError, params_from_dict
 from visionpipe.deploy.decode import detection as decode_detection
 from visionpipe.tasks.detection.model.dataset import (
     augment,
@@ -76,9 +77,42 @@ def test_augment_draws_only_from_the_generator():
     for _ in range(2):
         gen = torch.Generator().manual_seed(3)
         torch.manual_seed(0)
-        runs.append([augment(image, target, ["hflip", "vflip"], gen)[1]["boxes"] for _ in range(8)])
+        runs.append(
+            [
+                augment(image, target, Augment(ops=["hflip", "vflip"]), gen)[1]["boxes"]
+                for _ in range(8)
+            ]
+        )
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
     assert len({tuple(b.flatten().tolist()) for b in runs[0]}) > 1
+
+
+def test_color_jitter_changes_the_pixels_and_leaves_the_boxes():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randint(40, 200, (3, 8, 8), generator=gen, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "labels": torch.tensor([1])}
+    cfg = Augment(ops=["color_jitter"], jitter=0.4)
+    out, moved = augment(image, target, cfg, torch.Generator().manual_seed(1))
+    again, _ = augment(image, target, cfg, torch.Generator().manual_seed(1))
+    assert out.dtype == torch.uint8 and out.shape == image.shape
+    assert not torch.equal(out, image) and torch.equal(out, again)
+    assert torch.equal(moved["boxes"], target["boxes"])
+    assert torch.equal(
+        image,
+        torch.randint(
+            40, 200, (3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+        ),
+    )  # the dataset's own image is left as it was
+
+
+def test_a_detector_takes_color_jitter_and_refuses_what_the_boxes_cannot_follow():
+    from tests.test_accuracy_levers import _raw
+
+    raw = _raw(base={"task": "detection"}, augment={"ops": ["hflip", "rot90", "color_jitter"]})
+    assert params_from_dict(raw).augment.ops == ["hflip", "rot90", "color_jitter"]
+    raw["augment"]["ops"] = ["hflip", "rotate"]
+    with pytest.raises(ParamsError, match="augment.ops: .* 'rotate'"):
+        params_from_dict(raw)
 
 
 def test_load_split_scales_images_and_boxes_and_results_map_back(tmp_path):

@@ -34,8 +34,10 @@ TASKS = ("classification", "regression", "detection")
 #: test-time augmentation: none, or the flips and quarter turns averaged (core.models.TTA_VIEWS)
 TTA_MODES = ("none", "hflip", "flips", "dihedral")
 DETECTION_ARCHITECTURES = ("mobilenet_v3_large_fpn", "resnet50_fpn", "efficientnet_lite0_fpn")
-# augment.ops that move a detection image's boxes with its pixels (the others are per-image only)
-DETECTION_AUGMENTATIONS = ("hflip", "vflip", "rot90")
+# augment.ops that move a detection image's boxes with its pixels, and those a detector takes
+# (color_jitter changes the pixels only; the others move pixels in ways the boxes cannot follow)
+BOX_MOVING_AUGMENTATIONS = ("hflip", "vflip", "rot90")
+DETECTION_AUGMENTATIONS = (*BOX_MOVING_AUGMENTATIONS, "color_jitter")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # "auto": the task's own default (classification val_f1_macro, regression val_rmse,
 # detection val_map)
@@ -550,8 +552,8 @@ def _check_detection_training(p: Params) -> None:
     moving = [op for op in p.augment.ops if op not in DETECTION_AUGMENTATIONS]
     if moving:
         raise ParamsError(
-            f"augment.ops: {moving[0]!r} does not move the boxes; base.task detection takes "
-            f"{', '.join(DETECTION_AUGMENTATIONS)}"
+            f"augment.ops: base.task detection cannot move the boxes with {moving[0]!r}; it "
+            f"takes {', '.join(DETECTION_AUGMENTATIONS)}"
         )
     if p.train.freeze_backbone_epochs:
         raise ParamsError(

@@ -9,6 +9,7 @@ predictions back to the original pixels, where the COCO ground truth lives.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 
 import torch
 
+from visionpipe.core.augment import augment_batch
 from visionpipe.core.cache import RaggedImages, cached_scaled
 from visionpipe.core.images import fit_scale
+from visionpipe.core.params import BOX_MOVING_AUGMENTATIONS, Augment
 
 
 @dataclass
@@ -121,16 +124,20 @@ def rotate90(
 def augment(
     image: torch.Tensor,
     target: dict[str, torch.Tensor],
-    ops: Sequence[str],
+    cfg: Augment,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The ``augment.ops`` that move boxes, in their order, drawn from ``gen``: hflip and vflip
-    each with probability 1/2, rot90 a uniform number of quarter turns (0-3)."""
-    for name in ops:
+    """The ``augment.ops`` a detector takes, in their order, drawn from ``gen``: hflip and
+    vflip each with probability 1/2 and rot90 a uniform number of quarter turns (0-3), the
+    boxes moved with the pixels; then color_jitter (core.augment's), which leaves them."""
+    for name in cfg.ops:
         if name == "rot90":
             image, target = rotate90(image, target, int(torch.randint(4, (), generator=gen)))
-        elif torch.rand((), generator=gen) < 0.5:
+        elif name in BOX_MOVING_AUGMENTATIONS and torch.rand((), generator=gen) < 0.5:
             image, target = flip(image, target, horizontal=name == "hflip")
+    pixels_only = [name for name in cfg.ops if name not in BOX_MOVING_AUGMENTATIONS]
+    if pixels_only:
+        image = augment_batch(image[None], dataclasses.replace(cfg, ops=pixels_only), gen)[0]
     return image, target
 
 

@@ -155,8 +155,8 @@ class DetectionHooks(TrainHooks):
     def batch_loss(
         self, model: nn.Module, idx: torch.Tensor, gen: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        ops = self.params.augment.ops
-        pairs = [augment(self.train.images[i], self.train.targets[i], ops, gen) for i in idx]
+        cfg = self.params.augment
+        pairs = [augment(self.train.images[i], self.train.targets[i], cfg, gen) for i in idx]
         images = [img.to(self.device, non_blocking=True).float() for img, _ in pairs]
         targets = [_to_device(t, self.device) for _, t in pairs]
         losses = model(images, targets)
