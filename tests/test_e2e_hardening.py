@@ -47,10 +47,26 @@ def start_training(repo: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 120
     while not (state.exists() and state.stat().st_mtime_ns != before):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no epoch finished within 120 s"
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(
+                f"no epoch finished within 120 s:\n{proc.communicate()[1][-3000:]}"
+            )
         time.sleep(0.05)
     time.sleep(0.2)  # into the next epoch
     return proc
+
+
+def wait_for_exit(proc: subprocess.Popen, timeout: float) -> str:
+    """The stage's stderr once it has exited; past ``timeout`` it is killed and the test fails
+    with the tail of what it printed (where it was, any "Exception ignored" line), rather than
+    a bare TimeoutExpired and a stage left training on."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        err = proc.communicate()[1].replace("\r", "\n")
+        raise AssertionError(f"the stage did not exit within {timeout} s:\n{err[-4000:]}") from None
 
 
 def test_ctrl_c_and_kill_during_training(built_repo, tmp_path):
@@ -60,7 +76,7 @@ def test_ctrl_c_and_kill_during_training(built_repo, tmp_path):
 
     proc = start_training(repo)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = wait_for_exit(proc, 60)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
@@ -74,7 +90,7 @@ def test_ctrl_c_and_kill_during_training(built_repo, tmp_path):
 
     proc = start_training(repo)
     proc.kill()
-    proc.communicate(timeout=60)
+    wait_for_exit(proc, 60)
     assert not metrics.exists()
     shown = dvc_json(repo, "metrics", "show")[""]["data"]
     # DVC shows no train result (the file is missing), never a partial epoch's values
