@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
@@ -48,25 +49,26 @@ def start_training(repo: Path) -> subprocess.Popen:
     while not (state.exists() and state.stat().st_mtime_ns != before):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(
-                f"no epoch finished within 120 s:\n{proc.communicate()[1][-3000:]}"
-            )
+            kill_and_fail(proc, "no epoch finished within 120 s")
         time.sleep(0.05)
     time.sleep(0.2)  # into the next epoch
     return proc
 
 
+def kill_and_fail(proc: subprocess.Popen, why: str) -> NoReturn:
+    """Stop a stage that overran and fail with the tail of what it printed (where it was, any
+    "Exception ignored" line), rather than a bare timeout and a stage left training on."""
+    proc.kill()
+    err = proc.communicate()[1].replace("\r", "\n")
+    raise AssertionError(f"{why}:\n{err[-4000:]}")
+
+
 def wait_for_exit(proc: subprocess.Popen, timeout: float) -> str:
-    """The stage's stderr once it has exited; past ``timeout`` it is killed and the test fails
-    with the tail of what it printed (where it was, any "Exception ignored" line), rather than
-    a bare TimeoutExpired and a stage left training on."""
+    """The stage's stderr once it has exited; past ``timeout`` it is killed and the test fails."""
     try:
         return proc.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
-        proc.kill()
-        err = proc.communicate()[1].replace("\r", "\n")
-        raise AssertionError(f"the stage did not exit within {timeout} s:\n{err[-4000:]}") from None
+        kill_and_fail(proc, f"the stage did not exit within {timeout} s")
 
 
 def test_ctrl_c_and_kill_during_training(built_repo, tmp_path):
