@@ -1,3 +1,6 @@
+import os
+import signal
+
 import pytest
 import torch
 
@@ -5,7 +8,7 @@ from tests.conftest import write_image
 from visionpipe.core.batches import batches
 from visionpipe.core.errors import DataError
 from visionpipe.core.images import load_images
-from visionpipe.core.io import atomic_path, write_json
+from visionpipe.core.io import atomic_file, atomic_path, interrupts_deferred, write_json
 from visionpipe.core.models import Normalizer
 
 
@@ -41,6 +44,42 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text().strip().endswith("}")
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.fixture
+def sigint(request):
+    """SIGINT set to the handler the test names, the worker's own restored after (a worker
+    under a background shell job starts with it ignored)."""
+    before = signal.signal(signal.SIGINT, request.param)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("sigint", [signal.default_int_handler], indirect=True)
+def test_ctrl_c_while_a_file_is_written_waits_for_the_whole_file(sigint, tmp_path):
+    target = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt), atomic_file(target) as handle:
+        handle.write(b"first half ")
+        os.kill(os.getpid(), signal.SIGINT)  # held: the block goes on
+        handle.write(b"second half")
+    assert target.read_bytes() == b"first half second half"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("sigint", [signal.default_int_handler], indirect=True)
+def test_without_a_ctrl_c_the_deferral_raises_nothing(sigint):
+    with interrupts_deferred():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("sigint", [signal.SIG_IGN], indirect=True)
+def test_an_ignored_ctrl_c_stays_ignored(sigint, tmp_path):
+    with atomic_file(tmp_path / "a.pt") as handle:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+        handle.write(b"x")
+    assert (tmp_path / "a.pt").read_bytes() == b"x"
 
 
 def test_cuda_requested_without_cuda(monkeypatch):

@@ -38,12 +38,26 @@ TRAIN = [
 ]
 
 
+def as_a_foreground_job() -> None:
+    """Ctrl-C at its default in the stage, as in a job a terminal runs in the foreground. A
+    shell starts a background job (``make test &`` from a script) with SIGINT ignored, every
+    process under it inherits that, and Python then leaves Ctrl-C ignored, as it should: the
+    stage would train on through the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(repo: Path) -> subprocess.Popen:
     """The train stage's own command, started; returns once it has saved an epoch's state."""
     state = repo / "models/train_state.pt"
     before = state.stat().st_mtime_ns if state.exists() else 0
     proc = subprocess.Popen(
-        TRAIN, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        TRAIN,
+        cwd=repo,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_a_foreground_job,  # one signal call, no lock taken
     )
     deadline = time.monotonic() + 120
     while not (state.exists() and state.stat().st_mtime_ns != before):
