@@ -79,8 +79,8 @@ def scores(labels: list[str], truth: list[str], probs: np.ndarray) -> dict[str, 
 
 def recipe_overrides(recipe: str, params: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """``--recipe "section.key=value ..."`` as (section, key, value), each key checked against
-    params.yaml first, so a typo is one line at once rather than a traceback (or a run of the
-    plain default) after minutes of training."""
+    params.yaml, so a typo is one line before any run rather than a KeyError traceback (a wrong
+    section) or the train stage's refusal under a CalledProcessError traceback (a wrong key)."""
     overrides = []
     for item in recipe.split():
         key, equals, value = item.partition("=")
@@ -104,7 +104,7 @@ def run_pipeline(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     if opts.given_size:
         params["model"]["image_size"] = opts.image_size
     params["train"]["batch_size"] = opts.batch_size
-    for section, field, value in recipe_overrides(opts.recipe, params):
+    for section, field, value in opts.overrides:
         params[section][field] = value
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -254,8 +254,10 @@ RUNS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
 
 def defaults(opts: argparse.Namespace) -> None:
     """Epochs and image size not given: params.yaml's (``auto`` by the train stage's own rule),
-    so the timm and YOLO runs match the pipeline's default instead of an old copy of it."""
+    so the timm and YOLO runs match the pipeline's default instead of an old copy of it; and
+    the ``--recipe`` overrides, checked against the same file before any run."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    opts.overrides = recipe_overrides(opts.recipe, params)
     opts.given_epochs, opts.given_size = opts.epochs is not None, opts.image_size is not None
     if opts.epochs is None:
         opts.epochs = int(params["train"]["epochs"])
@@ -283,7 +285,6 @@ def main(argv: list[str] | None = None) -> None:
     if not (REPO / "data/splits/train.csv").is_file():
         sys.exit("error: data/splits/train.csv: run `dvc repro split` first")
     defaults(opts)
-    recipe_overrides(opts.recipe, yaml.safe_load((REPO / "params.yaml").read_text()))
     rows = []
     for name in opts.runs.split(","):
         if name == "yolo" and importlib.util.find_spec("ultralytics") is None:
